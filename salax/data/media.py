@@ -1,0 +1,538 @@
+"""Video, audio and saliency-map I/O on PyAV, streamed in chunks and without temporary files.
+
+Frames come out upright (the container's display matrix is applied), resized inside libswscale and
+optionally resampled in time; saliency maps are read from the luma plane at the codec's full precision
+(8- or 10-bit); audio is mono float32 whose sample 0 sits at the first video frame's timestamp.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from collections.abc import Iterable, Iterator
+from fractions import Fraction
+
+import av
+import numpy as np
+
+__all__ = [
+    "MediaError",
+    "VideoInfo",
+    "probe",
+    "iter_frames",
+    "read_frames",
+    "iter_maps",
+    "read_maps",
+    "read_audio",
+    "write_map_video",
+    "write_video",
+    "write_overlay_video",
+    "colorize",
+]
+
+_FULL_RANGE = 2  # AVCOL_RANGE_JPEG: levels use the whole 0..2^bits-1 span.
+_TIME_EPS = 1e-6  # seconds; absorbs float rounding when matching frame times.
+
+
+class MediaError(ValueError):
+    """A media file is missing, unreadable, empty or corrupt; the message names the file."""
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoInfo:
+    """What a caller needs to plan decoding; width/height are upright (after rotation)."""
+
+    num_frames: int
+    fps: float
+    width: int
+    height: int
+    rotation: int  # counter-clockwise degrees the display matrix asks for: 0, 90, 180 or 270
+    has_audio: bool
+    duration: float
+
+
+# ----------------------------------------------------------------------------------------- reading
+
+
+@contextlib.contextmanager
+def _open_input(path: str | os.PathLike) -> Iterator[av.container.InputContainer]:
+    """Open a media file, turning every PyAV/FFmpeg failure into a MediaError naming the file."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise MediaError(f"{path}: no such file")
+    try:
+        container = av.open(path, mode="r")
+    except av.FFmpegError as error:
+        raise MediaError(f"{path}: not a readable media file ({error})") from error
+    try:
+        yield container
+    except av.FFmpegError as error:
+        raise MediaError(f"{path}: corrupt or truncated media ({error})") from error
+    finally:
+        container.close()
+
+
+def _video_stream(container: av.container.InputContainer, path: str | os.PathLike):
+    if not container.streams.video:
+        raise MediaError(f"{os.fspath(path)}: has no video stream (or one without frames)")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"  # frame + slice threads: the largest single decoding speed-up
+    return stream
+
+
+def _stream_fps(stream, path: str | os.PathLike) -> float:
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    if not rate or rate <= 0:
+        raise MediaError(f"{os.fspath(path)}: the video stream has no frame rate")
+    return float(rate)
+
+
+def _quarter_turns(rotation: float) -> int:
+    """Counter-clockwise display rotation in degrees -> number of 90-degree turns in 0..3."""
+    return round(rotation / 90.0) % 4
+
+
+def _decoded_frames(container, stream, path: str | os.PathLike) -> Iterator[av.VideoFrame]:
+    """Decode every frame; fail loudly when the file ends before the frames its index promises."""
+    expected = stream.frames
+    decoded = 0
+    for frame in container.decode(stream):
+        decoded += 1
+        yield frame
+    if decoded == 0:
+        raise MediaError(f"{os.fspath(path)}: the video stream holds no decodable frames")
+    if expected and decoded < expected:
+        raise MediaError(
+            f"{os.fspath(path)}: truncated or corrupt: the index lists {expected} frames but only "
+            f"{decoded} could be decoded"
+        )
+
+
+def probe(path: str | os.PathLike) -> VideoInfo:
+    """Read a video's frame count, rate, upright size, rotation and whether it carries audio."""
+    with _open_input(path) as container:
+        stream = _video_stream(container, path)
+        fps = _stream_fps(stream, path)
+        first = next(container.decode(stream), None)
+        if first is None:
+            raise MediaError(f"{os.fspath(path)}: the video stream holds no decodable frames")
+        turns = _quarter_turns(first.rotation)
+        num_frames = stream.frames or _count_packets(container, stream)
+        width, height = first.width, first.height
+        if turns % 2:
+            width, height = height, width
+        return VideoInfo(
+            num_frames=num_frames,
+            fps=fps,
+            width=width,
+            height=height,
+            rotation=90 * turns,
+            has_audio=bool(container.streams.audio),
+            duration=num_frames / fps,
+        )
+
+
+def _count_packets(container, stream) -> int:
+    """Frame count for containers without an index (e.g. raw or some mkv): demux, don't decode."""
+    container.seek(0)
+    return sum(1 for packet in container.demux(stream) if packet.size)
+
+
+def _check_size(size: tuple[int, int] | None) -> None:
+    if size is not None and (len(size) != 2 or min(size) < 1):
+        raise ValueError(f"size must be (height, width) of positive ints, got {size!r}")
+
+
+class _FrameTimeline:
+    """Decides how often each decoded frame appears in an output sampled at `fps`.
+
+    Output frame j shows the source frame whose display interval [t_i, t_i+1) contains j / fps,
+    so the decision for a frame is known once the next frame's time is (or the stream ends).
+    """
+
+    def __init__(self, fps: float | None):
+        self.fps = fps
+        self.next_index = 0
+
+    def repeats_until(self, end_time: float) -> int:
+        """How many outputs fall before `end_time` (seconds since the first frame), consuming them."""
+        if self.fps is None:
+            return 1
+        count = 0
+        while self.next_index / self.fps < end_time - _TIME_EPS:
+            self.next_index += 1
+            count += 1
+        return count
+
+
+def _frame_ends(frames: Iterable[av.VideoFrame], source_fps: float):
+    """Yield (frame, when it leaves the screen in seconds since the first frame): the next frame's
+    time, or one source frame period after the last."""
+    start = None
+    previous = None
+    for index, frame in enumerate(frames):
+        time = frame.time if frame.time is not None else index / source_fps
+        if start is None:
+            start = time
+        time -= start
+        if previous is not None:
+            yield previous[0], time
+        previous = (frame, time)
+    if previous is not None:
+        yield previous[0], previous[1] + 1.0 / source_fps
+
+
+def _chunked(arrays: Iterable[np.ndarray], chunk: int) -> Iterator[np.ndarray]:
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    buffer: list[np.ndarray] = []
+    for array in arrays:
+        buffer.append(array)
+        if len(buffer) == chunk:
+            yield np.stack(buffer)
+            buffer = []
+    if buffer:
+        yield np.stack(buffer)
+
+
+def iter_frames(
+    path: str | os.PathLike,
+    *,
+    size: tuple[int, int] | None = None,
+    fps: float | None = None,
+    chunk: int = 32,
+) -> Iterator[np.ndarray]:
+    """Stream upright uint8 RGB chunks [n, H, W, 3], resized to `size` (height, width) by libswscale.
+
+    With `fps`, frames are repeated or dropped so that output frame j is the one on screen at j / fps.
+    Only `chunk` frames are held at a time, so long FullHD videos stream in bounded memory.
+    """
+    _check_size(size)
+    if fps is not None and fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+
+    def upright_rgb() -> Iterator[np.ndarray]:
+        with _open_input(path) as container:
+            stream = _video_stream(container, path)
+            timeline = _FrameTimeline(fps)
+            frames = _decoded_frames(container, stream, path)
+            for frame, end in _frame_ends(frames, _stream_fps(stream, path)):
+                repeats = timeline.repeats_until(end)
+                if repeats == 0:
+                    continue  # dropped by the rate change: skip the colour conversion too
+                turns = _quarter_turns(frame.rotation)
+                width, height = (None, None) if size is None else (size[1], size[0])
+                if turns % 2 and size is not None:
+                    width, height = height, width
+                rgb = frame.to_ndarray(width=width, height=height, format="rgb24")
+                rgb = np.rot90(rgb, turns) if turns else rgb
+                for _ in range(repeats):
+                    yield rgb
+
+    return _chunked(upright_rgb(), chunk)
+
+
+def read_frames(path: str | os.PathLike, **kwargs) -> np.ndarray:
+    """All frames as one array [T, H, W, 3]; same options as iter_frames. For short videos."""
+    return np.concatenate(list(iter_frames(path, **kwargs)))
+
+
+def _plane_array(plane, dtype: np.dtype) -> np.ndarray:
+    """A view of one image plane without the alignment padding at the end of its rows."""
+    rows = np.frombuffer(memoryview(plane), dtype=dtype)
+    return rows.reshape(plane.height, plane.line_size // np.dtype(dtype).itemsize)[:, : plane.width]
+
+
+def _luma_map(frame: av.VideoFrame) -> np.ndarray:
+    """A map frame's values in [0, 1] at full codec precision (luma plane, range-aware)."""
+    pix = frame.format
+    if pix.is_rgb:
+        # Colour maps: the AIM scorer averages the RGB channels.
+        return (frame.to_ndarray(format="rgb48le").mean(axis=-1) / 65535.0).astype(np.float32)
+    bits = pix.components[0].bits
+    dtype = np.dtype(np.uint8 if bits <= 8 else (">u2" if pix.is_big_endian else "<u2"))
+    luma = _plane_array(frame.planes[0], dtype).astype(np.float32)
+    full_range = frame.color_range == _FULL_RANGE or pix.name.startswith(("yuvj", "gray"))
+    if full_range:
+        return luma / float(2**bits - 1)
+    scale = 2 ** (bits - 8)
+    return np.clip((luma - 16 * scale) / (219 * scale), 0.0, 1.0)
+
+
+def iter_maps(path: str | os.PathLike, *, chunk: int = 32) -> Iterator[np.ndarray]:
+    """Stream a saliency-map video as float32 chunks [n, H, W] in [0, 1], 8- or 10-bit exact."""
+
+    def maps() -> Iterator[np.ndarray]:
+        with _open_input(path) as container:
+            stream = _video_stream(container, path)
+            for frame in _decoded_frames(container, stream, path):
+                values = _luma_map(frame)
+                turns = _quarter_turns(frame.rotation)
+                yield np.rot90(values, turns) if turns else values
+
+    return _chunked(maps(), chunk)
+
+
+def read_maps(path: str | os.PathLike) -> np.ndarray:
+    """All maps of a saliency-map video as one float32 array [T, H, W]."""
+    return np.concatenate(list(iter_maps(path)))
+
+
+def _first_time(frames: Iterable[av.VideoFrame]) -> float | None:
+    return next((frame.time for frame in frames if frame.time is not None), None)
+
+
+def read_audio(path: str | os.PathLike, *, sample_rate: int = 16000) -> np.ndarray | None:
+    """Mono float32 audio at `sample_rate`, sample 0 at the first video frame's timestamp.
+
+    Audio that starts later than the video is preceded by silence, audio that starts earlier is cut,
+    so sample n is heard at video time n / sample_rate. Returns None when there is no audio track.
+    """
+    if sample_rate <= 0:
+        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    with _open_input(path) as container:
+        if not container.streams.audio:
+            return None
+        audio_stream = container.streams.audio[0]
+        video_stream = container.streams.video[0] if container.streams.video else None
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        pieces: list[np.ndarray] = []
+        audio_start = video_start = None
+        streams = [audio_stream] + ([video_stream] if video_stream is not None else [])
+        for packet in container.demux(streams):
+            if packet.stream.type == "video":
+                if video_start is None:
+                    video_start = _first_time(packet.decode())
+                continue
+            for frame in packet.decode():
+                if audio_start is None and frame.time is not None:
+                    audio_start = frame.time
+                pieces.extend(f.to_ndarray()[0] for f in resampler.resample(frame))
+        pieces.extend(f.to_ndarray()[0] for f in resampler.resample(None))
+        if video_start is None and video_stream is not None:
+            video_start = _first_time(video_stream.decode(None))  # frames held back by reordering
+    samples = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+    offset = 0
+    if audio_start is not None and video_start is not None:
+        offset = round((audio_start - video_start) * sample_rate)
+    if offset > 0:
+        samples = np.concatenate([np.zeros(offset, np.float32), samples])
+    elif offset < 0:
+        samples = samples[-offset:]
+    return samples.astype(np.float32, copy=False)
+
+
+# ----------------------------------------------------------------------------------------- writing
+
+
+def _rate(fps: float) -> Fraction:
+    if not fps or fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    return Fraction(fps).limit_denominator(1001)
+
+
+@contextlib.contextmanager
+def _output(path: str | os.PathLike) -> Iterator[av.container.OutputContainer]:
+    """An output container whose half-written file is removed if writing fails."""
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    container = av.open(path, mode="w")
+    try:
+        yield container
+    except BaseException:
+        container.close()
+        with contextlib.suppress(OSError):
+            os.remove(path)
+        raise
+    container.close()
+
+
+def _add_h264(container, *, fps: float, height: int, width: int, bit_depth: int, lossless: bool):
+    """An x264 stream; 4:2:0 when the size allows it (even sides), else 4:4:4."""
+    chroma = "420" if height % 2 == 0 and width % 2 == 0 else "444"
+    stream = container.add_stream("libx264", rate=_rate(fps))
+    stream.width, stream.height = width, height
+    stream.pix_fmt = f"yuv{chroma}p" + ("10le" if bit_depth == 10 else "")
+    if lossless:
+        stream.codec_context.options = {"qp": "0"}
+        stream.codec_context.color_range = _FULL_RANGE
+    else:
+        # crf 18: visually lossless, still small. x264's macroblock-tree rate control reads
+        # uninitialised memory in its assembly, so with it the bytes vary from run to run.
+        stream.codec_context.options = {"crf": "18", "x264-params": "mbtree=0"}
+    return stream
+
+
+def _encode(container, stream, frame) -> None:
+    for packet in stream.encode(frame):
+        container.mux(packet)
+
+
+def _as_map(values, path: str, index: int, shape: tuple[int, ...] | None) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float32)
+    if values.ndim != 2:
+        raise MediaError(f"{path}: map {index} must be 2-D [H, W], got shape {values.shape}")
+    if shape is not None and values.shape != shape:
+        raise MediaError(f"{path}: map {index} has shape {values.shape}, earlier maps {shape}")
+    if not np.isfinite(values).all():
+        raise MediaError(f"{path}: map {index} holds NaN or infinite values")
+    return values
+
+
+def _as_frame(frame, path: str, index: int) -> np.ndarray:
+    frame = np.asarray(frame)
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+        raise MediaError(f"{path}: frame {index} must be uint8 [H, W, 3], got {frame.dtype} "
+                         f"{frame.shape}")
+    return frame
+
+
+def _map_frame(levels: np.ndarray, pix_fmt: str, mid: int) -> av.VideoFrame:
+    """A full-range YUV frame whose luma carries the map and whose chroma is neutral grey."""
+    frame = av.VideoFrame(levels.shape[1], levels.shape[0], pix_fmt)
+    for index, plane in enumerate(frame.planes):
+        _plane_array(plane, levels.dtype)[...] = levels if index == 0 else mid
+    frame.color_range = _FULL_RANGE
+    return frame
+
+
+def write_map_video(
+    path: str | os.PathLike,
+    maps: Iterable[np.ndarray] | np.ndarray,
+    *,
+    fps: float,
+    bit_depth: int = 10,
+) -> None:
+    """Write saliency maps (each [H, W] in [0, 1]) as a lossless full-range grey H.264 video.
+
+    10-bit (yuv420p10le, qp 0) is how AViMoS ships its ground truth; 8-bit is the submission format.
+    Maps stream in: an iterator of frames is never held whole.
+    """
+    if bit_depth not in (8, 10):
+        raise ValueError(f"bit_depth must be 8 or 10, got {bit_depth}")
+    path = os.fspath(path)
+    top = 2**bit_depth - 1
+    dtype = np.uint8 if bit_depth == 8 else np.uint16
+    shape = stream = None
+    with _output(path) as container:
+        for index, values in enumerate(maps):
+            values = _as_map(values, path, index, shape)
+            if stream is None:
+                shape = values.shape
+                stream = _add_h264(container, fps=fps, height=shape[0], width=shape[1],
+                                   bit_depth=bit_depth, lossless=True)
+            levels = np.rint(np.clip(values, 0.0, 1.0) * top).astype(dtype)
+            frame = _map_frame(levels, stream.pix_fmt, mid=(top + 1) // 2)
+            frame.pts = index
+            _encode(container, stream, frame)
+        if stream is None:
+            raise MediaError(f"{path}: no maps to write")
+        _encode(container, stream, None)
+
+
+_HEAT_ANCHORS = np.array(  # a jet-like ramp: dark blue -> cyan -> yellow -> red
+    [[0, 0, 128], [0, 0, 255], [0, 255, 255], [255, 255, 0], [255, 0, 0], [128, 0, 0]], np.float32
+)
+
+
+def colorize(values: np.ndarray) -> np.ndarray:
+    """Map values in [0, 1] of any shape to uint8 RGB heat colours (shape + (3,))."""
+    positions = np.linspace(0.0, 1.0, len(_HEAT_ANCHORS))
+    flat = np.clip(np.asarray(values, np.float32), 0.0, 1.0).ravel()
+    rgb = np.stack([np.interp(flat, positions, _HEAT_ANCHORS[:, c]) for c in range(3)], axis=-1)
+    return rgb.reshape(*np.shape(values), 3).astype(np.uint8)
+
+
+def _resize_bilinear(values: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize with half-pixel centres (OpenCV's convention), for overlaying small maps."""
+    if values.shape == (height, width):
+        return values
+
+    def axis(source: int, target: int):
+        coords = np.clip((np.arange(target) + 0.5) * source / target - 0.5, 0, source - 1)
+        low = np.floor(coords).astype(int)
+        high = np.minimum(low + 1, source - 1)
+        return low, high, (coords - low).astype(np.float32)
+
+    r0, r1, fr = axis(values.shape[0], height)
+    c0, c1, fc = axis(values.shape[1], width)
+    rows = values[r0] * (1 - fr)[:, None] + values[r1] * fr[:, None]
+    return rows[:, c0] * (1 - fc) + rows[:, c1] * fc
+
+
+def _blend(frame: np.ndarray, values: np.ndarray, alpha: float = 0.6) -> np.ndarray:
+    """Heat colours over the frame, opaque where saliency is high, clear where it is zero."""
+    values = _resize_bilinear(values, *frame.shape[:2])
+    span = values.max() - values.min()
+    values = (values - values.min()) / span if span > 0 else np.zeros_like(values)
+    weight = (alpha * values)[..., None]
+    return (frame * (1 - weight) + colorize(values) * weight).astype(np.uint8)
+
+
+def write_video(
+    path: str | os.PathLike,
+    frames: Iterable[np.ndarray] | np.ndarray,
+    *,
+    fps: float,
+    audio: np.ndarray | None = None,
+    sample_rate: int = 16000,
+) -> None:
+    """Write uint8 RGB frames [H, W, 3] as H.264 (+ AAC mono audio whose sample 0 plays with frame 0).
+
+    Frames stream in; 4:2:0 chroma for even sizes, 4:4:4 otherwise.
+    """
+    path = os.fspath(path)
+    stream = None
+    with _output(path) as container:
+        audio_stream = None
+        if audio is not None:
+            audio_stream = container.add_stream("aac", rate=sample_rate)
+            audio_stream.layout = "mono"
+        for index, frame in enumerate(frames):
+            frame = _as_frame(frame, path, index)
+            if stream is None:
+                stream = _add_h264(container, fps=fps, height=frame.shape[0],
+                                   width=frame.shape[1], bit_depth=8, lossless=False)
+            video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            video_frame.pts = index
+            _encode(container, stream, video_frame)
+        if stream is None:
+            raise MediaError(f"{path}: no frames to write")
+        _encode(container, stream, None)
+        if audio_stream is not None:
+            samples = np.ascontiguousarray(np.asarray(audio, np.float32).reshape(1, -1))
+            audio_frame = av.AudioFrame.from_ndarray(samples, format="flt", layout="mono")
+            audio_frame.sample_rate = sample_rate
+            audio_frame.pts = 0
+            _encode(container, audio_stream, audio_frame)
+            _encode(container, audio_stream, None)
+
+
+def write_overlay_video(
+    path: str | os.PathLike,
+    frames: Iterable[np.ndarray] | np.ndarray,
+    maps: Iterable[np.ndarray] | np.ndarray,
+    *,
+    fps: float,
+    audio: np.ndarray | None = None,
+    sample_rate: int = 16000,
+) -> None:
+    """Write frames with their saliency maps blended on as heat colours, keeping the audio.
+
+    Maps may be smaller than the frames (model resolution); they are resized bilinearly and min-max
+    normalised per frame. Frames and maps must be equally many.
+    """
+    path = os.fspath(path)
+
+    def blended() -> Iterator[np.ndarray]:
+        map_iter = iter(maps)
+        for index, frame in enumerate(frames):
+            values = next(map_iter, None)
+            if values is None:
+                raise MediaError(f"{path}: more frames than maps (no map for frame {index})")
+            yield _blend(_as_frame(frame, path, index), _as_map(values, path, index, None))
+        if next(map_iter, None) is not None:
+            raise MediaError(f"{path}: more maps than frames")
+
+    write_video(path, blended(), fps=fps, audio=audio, sample_rate=sample_rate)

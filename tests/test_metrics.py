@@ -14,6 +14,7 @@ from salax import metrics
 
 RTOL, ATOL = 1e-5, 1e-6
 MAX_FIXATIONS = 8
+IMPLEMENTATIONS = ["native", "xla"]  # the C++ CPU kernel, and the pure-JAX code of every backend
 
 # (gt shape, gt dtype, pred shape, pred dtype, pred levels): few layouts, so few compilations.
 # Predictions that get resized take continuous values: OpenCV interpolates in float64, salax in
@@ -54,13 +55,14 @@ def assert_scores_match(scores, pred, gt, fixations, counts, corrected):
                                        err_msg=f"{name}, frame {frame}")
 
 
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 @settings(max_examples=30, deadline=None)
 @given(layout=st.sampled_from(LAYOUTS), seed=st.integers(0, 2**32 - 1),
        counts=st.lists(st.integers(1, MAX_FIXATIONS), min_size=2, max_size=2),
        duplicates=st.booleans())
-def test_frame_scores_match_the_float64_reference(layout, seed, counts, duplicates):
+def test_frame_scores_match_the_float64_reference(implementation, layout, seed, counts, duplicates):
     pred, gt, fixations, counts = make_frames(layout, seed, 2, counts, duplicates)
-    scores = metrics.aim_frame_scores(pred, gt, fixations, counts)
+    scores = metrics.aim_frame_scores(pred, gt, fixations, counts, implementation=implementation)
     assert all(scores[name].dtype == np.float32 and scores[name].shape == (2,) for name in scores)
     assert_scores_match(scores, pred, gt, fixations, counts, corrected=False)
 
@@ -134,8 +136,9 @@ def smooth_map(rng, shape, blobs=6):
     return np.round(255 * field / field.max()).astype(np.uint8)
 
 
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 @pytest.mark.parametrize("pred_shape", [(1080, 1920), (224, 384)])
-def test_float32_holds_the_tolerance_at_1080p(pred_shape):
+def test_float32_holds_the_tolerance_at_1080p(pred_shape, implementation):
     """Sums over two million pixels: blocked float32 reductions stay within 1e-5 of float64."""
     rng = np.random.default_rng(4)
     gt = smooth_map(rng, (1080, 1920))[None]
@@ -144,7 +147,7 @@ def test_float32_holds_the_tolerance_at_1080p(pred_shape):
         pred = pred.astype(np.float32) + rng.random(pred.shape, dtype=np.float32)  # no interpolation ties
     count = 70
     fixations = np.stack([rng.integers(0, 1080, count), rng.integers(0, 1920, count)], axis=1)[None]
-    scores = metrics.aim_frame_scores(pred, gt, fixations, [count])
+    scores = metrics.aim_frame_scores(pred, gt, fixations, [count], implementation=implementation)
     assert_scores_match(scores, pred, gt, fixations, [count], corrected=False)
 
 

@@ -113,18 +113,26 @@ def test_invalid_input_is_named(mistake, message):
         metrics.aim_frame_scores(pred, gt, fixations, counts)
 
 
-def test_chunks_give_the_same_scores_with_one_compilation():
+@pytest.mark.parametrize("implementation", ["xla", "native"])
+def test_chunks_give_the_same_scores_with_one_compilation(implementation):
+    """Chunks score like one batch; jitted chunks compile once (the last is padded), native ones
+    need no compilation, nor do JAX arrays handed to the native kernel's FFI call."""
     rng = np.random.default_rng(8)
     pred = rng.integers(0, 255, (7, 4, 3, 3)).astype(np.uint8)
     gt = rng.integers(0, 1023, (7, 9, 5)).astype(np.uint16)
     fixations = np.stack([rng.integers(0, 9, (7, 4)), rng.integers(0, 5, (7, 4))], axis=-1)
     counts = rng.integers(1, 5, 7)
-    whole = metrics.aim_frame_scores(pred, gt, fixations, counts, chunk_size=7)
+    whole = metrics.aim_frame_scores(pred, gt, fixations, counts, chunk_size=7,
+                                     implementation=implementation)
     compiled = metrics._batch_scores._cache_size()
-    chunked = metrics.aim_frame_scores(pred, gt, fixations, counts, chunk_size=3, progress=True)
-    assert metrics._batch_scores._cache_size() == compiled + 1  # chunks of 3, 3 and 1 padded to 3
+    chunked = metrics.aim_frame_scores(pred, gt, fixations, counts, chunk_size=3, progress=True,
+                                       implementation=implementation)
+    assert metrics._batch_scores._cache_size() == compiled + (implementation == "xla")
+    on_device = metrics.aim_frame_scores(jnp.asarray(pred), jnp.asarray(gt), fixations, counts,
+                                         chunk_size=3, implementation=implementation)
     for name in metrics.METRIC_NAMES:
         np.testing.assert_allclose(chunked[name], whole[name], rtol=1e-6)
+        np.testing.assert_allclose(on_device[name], whole[name], rtol=1e-6)
     assert chunked["cc"].shape == (7,)
 
 
@@ -192,9 +200,10 @@ def test_the_vmapped_path_of_accelerators_agrees_with_the_cpu_loop(monkeypatch):
     gt = rng.integers(0, 255, (3, 7, 5)).astype(np.uint8)
     fixations = np.stack([rng.integers(0, 7, (3, 5)), rng.integers(0, 5, (3, 5))], axis=-1)
     arrays = (pred, gt, fixations.astype(np.int32), np.array([5, 2, 0], np.int32))
-    looped = metrics._batch_scores(*arrays, corrected=False)
+    looped = metrics._batch_scores(*arrays, corrected=False, implementation="xla")
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    vmapped = jax.jit(metrics._batch_scores.__wrapped__, static_argnames="corrected")(*arrays,
-                                                                                     corrected=False)
+    vmapped = jax.jit(metrics._batch_scores.__wrapped__,
+                      static_argnames=("corrected", "implementation"))(*arrays, corrected=False,
+                                                                       implementation="xla")
     for name in metrics.METRIC_NAMES:
         np.testing.assert_allclose(vmapped[name], looped[name], rtol=1e-6)

@@ -6,8 +6,11 @@ baseline follows the organisers' `bench.py` frame by frame: float64 maps, `cv2.r
 comparing the whole map with each threshold. It scores AUC-Judd, CC, NSS and SIM; salax also
 scores KLD. The last column is the largest difference between the two on frame 0. Needs OpenCV
 (the `test` extra). On a GPU, salax runs there (jax's default device); the baseline stays on the CPU.
+On a CPU salax uses its native kernel on all the cores this process may use (`--implementation xla`
+times the pure-JAX code instead); the baseline, like the organisers' script, uses one.
 
     python -m salax.bench.metrics [--frames 64] [--batch 16] [--baseline-frames 3]
+                                  [--implementation auto|native|xla]
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from salax import metrics
+from salax import metrics, native_metrics
 
 FULL_HD = (1080, 1920)
 MODEL_SIZE = (224, 384)
@@ -74,11 +77,13 @@ def baseline_rate(pred, gt, fixations, frames: int) -> tuple[float, dict[str, fl
     return frames / (time.perf_counter() - start), scores[0]
 
 
-def salax_rate(pred, gt, fixations, counts, batch: int, repeats: int) -> tuple[float, dict]:
+def salax_rate(pred, gt, fixations, counts, batch: int, repeats: int,
+               implementation: str) -> tuple[float, dict]:
     """Frames per second of the fastest of `repeats` runs, after a compiling warm-up."""
-    score = lambda: metrics.aim_frame_scores(pred, gt, fixations, counts, chunk_size=batch)
+    score = lambda: metrics.aim_frame_scores(pred, gt, fixations, counts, chunk_size=batch,
+                                             implementation=implementation)
     metrics.aim_frame_scores(pred[:batch], gt[:batch], fixations[:batch], counts[:batch],
-                             chunk_size=batch)
+                             chunk_size=batch, implementation=implementation)
     best, scores = float("inf"), None
     for _ in range(repeats):
         start = time.perf_counter()
@@ -100,6 +105,9 @@ def main() -> None:
                         help="fixations per frame (default %(default)s)")
     parser.add_argument("--repeats", type=int, default=2,
                         help="salax runs, the fastest counts (default %(default)s)")
+    parser.add_argument("--implementation", choices=metrics.IMPLEMENTATIONS, default="auto",
+                        help="salax's scoring code: the native CPU kernel, pure JAX, or auto "
+                             "(native on CPUs where it was built; default)")
     args = parser.parse_args()
     if min(args.frames, args.batch, args.baseline_frames, args.fixations, args.repeats) < 1:
         parser.error("every count must be positive")
@@ -115,13 +123,17 @@ def main() -> None:
 
     rows = []
     for size, pred in predictions.items():
-        fast, scores = salax_rate(pred, gt, fixations, counts, args.batch, args.repeats)
+        fast, scores = salax_rate(pred, gt, fixations, counts, args.batch, args.repeats,
+                                  args.implementation)
         slow, reference = baseline_rate(pred, gt, fixations, min(args.baseline_frames, args.frames))
         diff = max(abs(float(scores[name][0]) - value) for name, value in reference.items())
         rows.append(f"| {size[1]}x{size[0]} uint8 | {fast:.1f} | {1e3 / fast:.2f} | {slow:.2f} | "
                     f"{fast / slow:.0f}x | {diff:.1e} |")
-    print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), {args.frames} frames, "
-          f"batch {args.batch}, {args.fixations} fixations per frame, ground truth 1920x1080 uint8")
+    implementation = metrics.resolve_implementation(args.implementation)
+    cores = f", {native_metrics.default_threads()} threads" if implementation == "native" else ""
+    print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), salax {implementation}"
+          f"{cores}, {args.frames} frames, batch {args.batch}, {args.fixations} fixations per frame, "
+          "ground truth 1920x1080 uint8")
     print("| prediction | salax frames/s | salax ms/frame | baseline frames/s | ratio | max abs diff |")
     print("|---|---|---|---|---|---|")
     print("\n".join(rows))

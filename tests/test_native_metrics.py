@@ -1,0 +1,144 @@
+"""The native CPU scoring kernel (salax/_aim_scores.cc) against the float64 oracle and the JAX code.
+
+test_metrics.py already runs both implementations through the oracle on random layouts; these tests
+aim at what only the kernel has: its dtype dispatch, threads, and the fast paths of its AUC-Judd
+counting (threshold buckets, the eight-lane window) and their fallbacks.
+"""
+
+import jax
+import jax.numpy as jnp
+import metrics_reference as reference
+import numpy as np
+import pytest
+
+from salax import metrics, native_metrics
+
+
+def padded_fixations(rng, count: int, slots: int, height: int, width: int) -> np.ndarray:
+    fixations = np.full((slots, 2), -3, np.int32)  # junk padding beyond the count
+    fixations[:count] = np.stack([rng.integers(0, height, count), rng.integers(0, width, count)], 1)
+    return fixations
+
+
+def assert_matches_reference(scores, pred, gt, fixations, counts, *, corrected=False, rtol=1e-5):
+    for frame, count in enumerate(counts):
+        if count == 0:  # NaN by salax's rule; the organisers' script has none
+            continue
+        expected = reference.frame_scores(pred[frame], gt[frame], fixations[frame, :count], corrected)
+        for name, value in expected.items():
+            np.testing.assert_allclose(scores[name][frame], value, rtol=rtol, atol=1e-6,
+                                       err_msg=f"{name}, frame {frame}")
+
+
+def test_the_kernel_is_built_here():
+    """CI installs salax from source, so the kernel must have compiled: a silent fallback to the
+    JAX code would hide a broken build."""
+    assert native_metrics.available()
+    assert metrics.resolve_implementation("auto") == "native"
+
+
+@pytest.mark.parametrize("pred_dtype, gt_dtype", [
+    (np.uint8, np.uint8), (np.uint16, np.float32), (np.float32, np.uint16),
+    (np.int16, np.float64), (np.bool_, np.int32),  # cast to float32 before the kernel
+])
+@pytest.mark.parametrize("channels", [None, 3])
+def test_every_dtype_and_channel_layout_agrees_with_the_jax_code(pred_dtype, gt_dtype, channels):
+    rng = np.random.default_rng(1)
+    shape = (3, 9, 14) + ((channels,) if channels else ())
+    pred = rng.integers(0, 2 if pred_dtype is np.bool_ else 300, shape).astype(pred_dtype)
+    gt = rng.integers(0, 900, (3, 9, 14)).astype(gt_dtype)
+    fixations = np.stack([padded_fixations(rng, 6, 8, 9, 14) for _ in range(3)])
+    counts = np.array([6, 0, 3])
+    native = metrics.aim_frame_scores(pred, gt, fixations, counts, implementation="native")
+    xla = metrics.aim_frame_scores(pred, gt, fixations, counts, implementation="xla")
+    for name in metrics.METRIC_NAMES:
+        np.testing.assert_allclose(native[name], xla[name], rtol=2e-5, atol=1e-6, err_msg=name)
+    assert np.isnan(native["nss"][1]) and np.isnan(native["auc_judd"][1])
+    assert_matches_reference(native, pred, gt, fixations, counts)
+
+
+@pytest.mark.parametrize("corrected", [False, True])
+@pytest.mark.parametrize("pred_shape", [(64, 48), (1, 1), (17, 200), (200, 17)])
+def test_resized_predictions_match_the_reference(pred_shape, corrected):
+    rng = np.random.default_rng(2)
+    pred = rng.random((2, *pred_shape), dtype=np.float32)
+    gt = rng.integers(0, 255, (2, 33, 41)).astype(np.uint8)
+    fixations = np.stack([padded_fixations(rng, 20, 20, 33, 41) for _ in range(2)])
+    fixations[1, :10] = fixations[1, 0]  # one pixel fixated many times
+    scores = metrics.aim_frame_scores(pred, gt, fixations, [20, 20], corrected=corrected,
+                                      implementation="native")
+    assert_matches_reference(scores, pred, gt, fixations, [20, 20], corrected=corrected)
+
+
+def test_auc_judd_is_exact_however_the_thresholds_crowd():
+    """Thresholds one float apart share every bucket (the slot loop), noise puts many thresholds
+    inside eight neighbouring pixels (lane-by-lane counting), plateaus make ties: counts stay exact."""
+    rng = np.random.default_rng(3)
+    height, width = 40, 70
+    noise = rng.random((height, width), dtype=np.float32)
+    crowded = np.full((height, width), 0.5, np.float32)
+    crowded.flat[rng.permutation(height * width)[:200]] = np.nextafter(
+        np.float32(0.5), np.float32(1), dtype=np.float32) * (1 + np.arange(200) * 1e-7)
+    crowded[0, 0], crowded[-1, -1] = 0.0, 1.0
+    plateaus = np.round(noise * 4) / 4
+    maps = np.stack([noise, crowded, plateaus])
+    fixations = np.zeros((3, 150, 2), np.int32)
+    for frame, saliency in enumerate(maps):
+        if frame == 1:  # the crowded values and the extremes: a whole range, and a cluster in it
+            pixels = np.concatenate([[0, height * width - 1], np.flatnonzero(saliency > 0.5)[:147]])
+        else:
+            pixels = rng.integers(0, height * width, 150)
+        fixations[frame, :len(pixels)] = np.stack([pixels // width, pixels % width], axis=1)
+    counts = np.array([150, 149, 150])
+    for corrected in (False, True):
+        scores = metrics.aim_frame_scores(maps, maps, fixations, counts, corrected=corrected,
+                                          implementation="native")
+        for frame in range(3):  # the oracle counts on the map as prepared in float32
+            prepared = np.asarray(metrics.prepare_map(jnp.asarray(maps[frame])), np.float64)
+            expected = reference.auc_judd(prepared, fixations[frame, :counts[frame]], corrected)
+            np.testing.assert_allclose(scores["auc_judd"][frame], expected, rtol=1e-6, atol=1e-7,
+                                       err_msg=f"frame {frame}")
+
+
+def test_results_do_not_depend_on_the_threads():
+    rng = np.random.default_rng(4)
+    pred = rng.integers(0, 255, (5, 30, 50)).astype(np.uint8)
+    gt = rng.integers(0, 255, (5, 60, 100)).astype(np.uint8)
+    fixations = np.stack([padded_fixations(rng, 12, 12, 60, 100) for _ in range(5)])
+    counts = np.full(5, 12, np.int32)
+    runs = [np.asarray(jax.jit(lambda *a, t=threads: native_metrics.batch_scores(
+        *a, corrected=False, threads=t))(pred, gt, fixations, counts)) for threads in (1, 2, 7)]
+    for run in runs[1:]:
+        np.testing.assert_array_equal(run, runs[0])
+
+
+def test_the_kernel_runs_inside_a_users_jit():
+    rng = np.random.default_rng(5)
+    pred, gt = rng.random((2, 2, 12, 16), dtype=np.float32)
+    fixations = np.stack([padded_fixations(rng, 4, 4, 12, 16) for _ in range(2)])
+
+    @jax.jit
+    def mean_cc(pred, gt):
+        table = native_metrics.batch_scores(pred * 2.0, gt, fixations, jnp.array([4, 4]),
+                                            corrected=False)
+        return jnp.mean(table[:, metrics.METRIC_NAMES.index("cc")])
+
+    expected = metrics.aim_frame_scores(pred, gt, fixations, [4, 4], implementation="xla")["cc"]
+    np.testing.assert_allclose(mean_cc(pred, gt), expected.mean(), rtol=1e-5)
+
+
+def test_an_unknown_implementation_is_refused():
+    with pytest.raises(ValueError, match="implementation must be one of"):
+        metrics.aim_frame_scores(np.zeros((1, 2, 2)), np.zeros((1, 2, 2)), np.zeros((1, 1, 2)), [1],
+                                 implementation="cuda")
+
+
+@pytest.mark.parametrize("fixations, counts, message", [
+    (np.zeros((2, 3, 3), np.int32), np.zeros(2, np.int32), "fixations must be"),
+    (np.zeros((2, 3, 2), np.int32), np.zeros(3, np.int32), "batch sizes differ"),
+])
+def test_the_host_door_names_bad_shapes(fixations, counts, message):
+    """score_arrays is public: it checks shapes itself instead of reading past a buffer."""
+    maps = np.zeros((2, 4, 4), np.uint8)
+    with pytest.raises(ValueError, match=message):
+        native_metrics.score_arrays(maps, maps, fixations, counts, corrected=False)

@@ -17,22 +17,18 @@ def _xla_ffi_include_dir() -> str:
     return os.path.join(os.path.dirname(jaxlib.__file__), "include")
 
 
-def _kernel(name: str, vector_flags: list[str]) -> Extension:
-    return Extension(
-        name,
-        sources=["salax/_aim_scores.cc"],
-        include_dirs=[_xla_ffi_include_dir()],
-        language="c++",
-        # No FMA contraction: a value must round alike wherever it is computed (AUC-Judd ties).
-        extra_compile_args=["-std=c++20", "-O3", "-fopenmp-simd", "-ffp-contract=off",
-                            "-fvisibility=hidden", *vector_flags],
-        extra_link_args=["-pthread"],
-        optional=True,
-    )
-
-
 # The kernel's eight-lane vector code wants 256-bit registers: on x86 it is built for AVX2 (and refuses
 # to load on older CPUs, where the JAX code scores instead); elsewhere for the compiler's default target.
-_X86 = platform.machine().lower() in ("x86_64", "amd64")
+_VECTOR_FLAGS = ["-mavx2"] if platform.machine().lower() in ("x86_64", "amd64") else []
 
-setup(ext_modules=[_kernel("salax._aim_scores", ["-mavx2"] if _X86 else [])])
+setup(ext_modules=[Extension(
+    "salax._aim_scores",
+    sources=["salax/_aim_scores.cc"],
+    include_dirs=[_xla_ffi_include_dir()],
+    language="c++",
+    # No FMA contraction: a value must round alike wherever it is computed (AUC-Judd ties).
+    extra_compile_args=["-std=c++20", "-O3", "-fopenmp-simd", "-ffp-contract=off",
+                        "-fvisibility=hidden", *_VECTOR_FLAGS],
+    extra_link_args=["-pthread"],
+    optional=True,
+)])

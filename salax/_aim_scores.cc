@@ -13,6 +13,10 @@
 // SIM, KLD and the AUC-Judd counts. Reductions end in float64, so the results are at least as
 // accurate as the blocked float32 sums of the JAX path.
 //
+// The usual case, a uint8 prediction on a uint8 ground truth's grid (decoded saliency videos), has
+// its own pass on AVX2 (BytePairs): a pixel's KLD term and AUC-Judd count are functions of its
+// values, so they are read from tables made once per frame instead of computed per pixel.
+//
 // AUC-Judd needs, for each pixel, the number of thresholds at or below it, exactly. An integer
 // prediction on the ground truth's grid has few values, so each value is counted once from a
 // histogram. Otherwise eight pixels at a time are compared with a window of eight consecutive
@@ -36,6 +40,10 @@
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
+
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 
 namespace ffi = xla::ffi;
 
@@ -64,21 +72,69 @@ inline Wide<T> channel_sum(const T* pixel, int64_t channels) {
   return sum;
 }
 
-// A frame's min-max normalisation, value = float(channel_sum - low) * scale, and the sum of the
-// prepared map (from the sum of the channel sums, in float64).
+// A frame's min-max normalisation, value = float(channel_sum - low) * scale, and the sums of the
+// channel sums less `low` (exact for integer maps) and of the prepared map, in float64.
 template <typename T>
 struct Normaliser {
   Wide<T> low, high;
   float scale;
-  double prepared_sum;
+  double offset_sum, prepared_sum;
 
   float operator()(Wide<T> channel_sum) const {
     return static_cast<float>(channel_sum - low) * scale;
   }
 };
 
+// The normaliser of a map with these extremes and this sum of channel sums.
+template <typename T>
+Normaliser<T> normaliser_from(Wide<T> low, Wide<T> high, double total, int64_t pixels,
+                              int64_t channels) {
+  const float spread = static_cast<float>(high - low) +
+                       static_cast<float>(static_cast<double>(channels) * kEps32);
+  const float scale = 1.0f / spread;
+  const double offset_sum = total - static_cast<double>(pixels) * static_cast<double>(low);
+  return {low, high, scale, offset_sum, offset_sum * scale};
+}
+
+#if defined(__AVX2__)
+// Min, max and sum of a uint8 map, 32 pixels per step (what the generic loop below does 8 at a time).
+Normaliser<uint8_t> byte_normaliser(const uint8_t* frame, int64_t pixels) {
+  const __m256i zero = _mm256_setzero_si256();
+  __m256i low = _mm256_set1_epi8(-1), high = zero, sums = zero;
+  int64_t i = 0;
+  for (; i + 32 <= pixels; i += 32) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(frame + i));
+    low = _mm256_min_epu8(low, v);
+    high = _mm256_max_epu8(high, v);
+    sums = _mm256_add_epi64(sums, _mm256_sad_epu8(v, zero));
+  }
+  alignas(32) uint8_t lows[32], highs[32];
+  alignas(32) int64_t partial[4];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lows), low);
+  _mm256_store_si256(reinterpret_cast<__m256i*>(highs), high);
+  _mm256_store_si256(reinterpret_cast<__m256i*>(partial), sums);
+  int32_t lowest = 255, highest = 0;
+  for (int lane = 0; lane < 32; ++lane) {
+    lowest = std::min<int32_t>(lowest, lows[lane]);
+    highest = std::max<int32_t>(highest, highs[lane]);
+  }
+  int64_t total = partial[0] + partial[1] + partial[2] + partial[3];
+  for (; i < pixels; ++i) {
+    lowest = std::min<int32_t>(lowest, frame[i]);
+    highest = std::max<int32_t>(highest, frame[i]);
+    total += frame[i];
+  }
+  return normaliser_from<uint8_t>(lowest, highest, static_cast<double>(total), pixels, 1);
+}
+#endif
+
 template <typename T>
 Normaliser<T> normaliser(const T* frame, int64_t pixels, int64_t channels) {
+#if defined(__AVX2__)
+  if constexpr (std::is_same_v<T, uint8_t>) {
+    if (channels == 1) return byte_normaliser(frame, pixels);
+  }
+#endif
   Wide<T> low = channel_sum(frame, channels), high = low;
   double total = 0.0;
   constexpr int64_t kChunk = 4096;  // channel sums added exactly in Wide<T>'s range, then in float64
@@ -102,10 +158,7 @@ Normaliser<T> normaliser(const T* frame, int64_t pixels, int64_t channels) {
     }
     total += static_cast<double>(chunk);
   }
-  const float spread = static_cast<float>(high - low) +
-                       static_cast<float>(static_cast<double>(channels) * kEps32);
-  const float scale = 1.0f / spread;
-  return {low, high, scale, (total - static_cast<double>(pixels) * static_cast<double>(low)) * scale};
+  return normaliser_from<T>(low, high, total, pixels, channels);
 }
 
 template <typename T>
@@ -340,7 +393,7 @@ class ThresholdCounter {
 
   // Thresholds at or below one value.
   int32_t at_or_below(float value) const {
-    return at_or_below_[distinct_at_or_below<0>(value)];
+    return slots_ == 0 ? 0 : at_or_below_[distinct_at_or_below<0>(value)];
   }
 
   // Adds a row's counts to `sum`, and its pixels at or above the lowest threshold to
@@ -434,7 +487,8 @@ int64_t unique_fixations(const FrameInputs& in, int64_t width) {
 
 // What one pass over a frame adds up.
 struct FrameSums {
-  double pp = 0, gg = 0, pg = 0;  // products of the maps minus their float32 centres
+  double centre_p = 0, centre_g = 0;  // the centres of pp, gg and pg
+  double pp = 0, gg = 0, pg = 0;      // products of the maps minus their centres
   double intersection = 0, divergence = 0;
   int64_t at_or_below = 0, above_lowest = 0;  // AUC-Judd: over pixels, thresholds <= pixel; > 0
 };
@@ -450,8 +504,13 @@ class Terms {
         kld_p_(static_cast<float>(1.0 / sum_p)),
         kld_g_(static_cast<float>(1.0 / sum_g)) {}
 
-  float centre_p() const { return centre_p_; }
-  float centre_g() const { return centre_g_; }
+  // Sums for a pass that centres the maps at these float32 centres.
+  FrameSums centred_sums() const {
+    FrameSums sums;
+    sums.centre_p = centre_p_;
+    sums.centre_g = centre_g_;
+    return sums;
+  }
 
   // Adds a row: float32 sums of kBlock pixels, each flushed to float64. The lanes of the last
   // vector that lie past the row's end are dropped (row buffers are padded to whole vectors).
@@ -472,20 +531,31 @@ class Terms {
     }
   }
 
+  // SIM's term of a pixel (or of a vector of them).
+  template <typename V>
+  [[gnu::always_inline]] V similarity(V p, V g) const {
+    const V sp = p * sim_p_, sg = g * sim_g_;
+    return sg < sp ? sg : sp;
+  }
+
+  // KLD's term of a vector of pixels.
+  [[gnu::always_inline]] Floats divergence(Floats p, Floats g) const {
+    const Floats q = g * kld_g_;
+    return q * log_positive(kKldEps + q / (p * kld_p_ + kKldEps));
+  }
+
  private:
   static constexpr int kTerms = 5;
 
   [[gnu::always_inline]] void add(Floats p, Floats g, Floats* block) const {
     const Floats dp = p - centre_p_, dg = g - centre_g_;
-    const Floats sp = p * sim_p_, sg = g * sim_g_;
-    const Floats q = g * kld_g_;
     block[0] += dp * dp;
     block[1] += dg * dg;
     block[2] += dp * dg;
     // Where the ground truth is 0 (dark background, common) SIM and KLD add 0: skip the log.
     if (highest_lane(g) == 0.0f) return;
-    block[3] += select(sg < sp, sg, sp);
-    block[4] += q * log_positive(kKldEps + q / (p * kld_p_ + kKldEps));
+    block[3] += similarity(p, g);
+    block[4] += divergence(p, g);
   }
 
   float centre_p_, centre_g_, sim_p_, sim_g_, kld_p_, kld_g_;
@@ -509,6 +579,175 @@ std::vector<std::pair<int64_t, int64_t>> fixation_places(const FrameInputs& in, 
   return places;
 }
 
+#if defined(__AVX2__)
+// A uint8 prediction on a uint8 ground truth's grid, one channel each: the usual case (decoded
+// saliency videos). A pixel's KLD term depends only on its pair of values, and its AUC-Judd count
+// only on the prediction's value, so both are read from tables made once per frame (KLD's with the
+// vector log, at most 256 x 256 terms) by AVX2 gathers, 16 pixels a step: the pass takes no log.
+// CC's sums are exact integer products of the values less their minima; SIM is Terms' own.
+class BytePairs {
+ public:
+  // Whether the tables pay for themselves: no more KLD terms than pixels.
+  static bool apply(const RawMap<uint8_t>& pred, const RawMap<uint8_t>& gt,
+                    const Normaliser<uint8_t>& norm_p, const Normaliser<uint8_t>& norm_g) {
+    const int64_t values_p = norm_p.high - norm_p.low + 1, values_g = norm_g.high - norm_g.low + 1;
+    return pred.channels == 1 && gt.channels == 1 && pred.height == gt.height &&
+           pred.width == gt.width && values_p * values_g <= gt.height * gt.width;
+  }
+
+  // The whole frame's sums: centred CC products, SIM, KLD and the AUC-Judd counts.
+  FrameSums add(const RawMap<uint8_t>& pred, const RawMap<uint8_t>& gt,
+                const Normaliser<uint8_t>& norm_p, const Normaliser<uint8_t>& norm_g,
+                const ThresholdCounter& counter, const Terms& terms) {
+    make_tables(norm_p, norm_g, counter, terms);
+    const int64_t pixels = gt.height * gt.width;
+    Totals totals;
+    for (int64_t y = 0; y < gt.height; ++y)
+      add_row(pred.data + y * gt.width, gt.data + y * gt.width, gt.width, norm_p, norm_g, terms,
+              totals);
+    int64_t ints[kInts];
+    for (int t = 0; t < kInts; ++t) ints[t] = totals.tail_ints[t] + int_total(totals.ints[t]);
+    // sum (v - mean)^2 = (N sum v^2 - (sum v)^2) / N, exactly in integers, then scaled.
+    const auto centred = [pixels](int64_t products, double sum_a, double sum_b) {
+      const __int128 exact = static_cast<__int128>(pixels) * products -
+                             static_cast<__int128>(sum_a) * static_cast<__int128>(sum_b);
+      return static_cast<double>(exact) / static_cast<double>(pixels);
+    };
+    const double scale_p = norm_p.scale, scale_g = norm_g.scale;
+    FrameSums sums;
+    sums.centre_p = norm_p.prepared_sum / static_cast<double>(pixels);
+    sums.centre_g = norm_g.prepared_sum / static_cast<double>(pixels);
+    sums.pp = centred(ints[0], norm_p.offset_sum, norm_p.offset_sum) * scale_p * scale_p;
+    sums.gg = centred(ints[1], norm_g.offset_sum, norm_g.offset_sum) * scale_g * scale_g;
+    sums.pg = centred(ints[2], norm_p.offset_sum, norm_g.offset_sum) * scale_p * scale_g;
+    sums.at_or_below = ints[3];
+    sums.above_lowest = ints[4];
+    sums.intersection = totals.tail_intersection + double_total(totals.intersection);
+    sums.divergence = totals.tail_divergence + double_total(totals.divergence);
+    return sums;
+  }
+
+ private:
+  static constexpr int kInts = 5;  // integer sums: pp, gg, pg, at_or_below, above_lowest
+
+  // A frame's sums in vector lanes (int64 and float64), and those of rows' last few pixels.
+  struct Totals {
+    __m256i ints[kInts] = {};
+    __m256d intersection = _mm256_setzero_pd(), divergence = _mm256_setzero_pd();
+    int64_t tail_ints[kInts] = {};
+    double tail_intersection = 0.0, tail_divergence = 0.0;
+  };
+
+  void make_tables(const Normaliser<uint8_t>& norm_p, const Normaliser<uint8_t>& norm_g,
+                   const ThresholdCounter& counter, const Terms& terms) {
+    values_p_ = norm_p.high - norm_p.low + 1;
+    const int32_t values_g = norm_g.high - norm_g.low + 1;
+    at_or_below_.resize(values_p_);
+    first_counted_ = values_p_;
+    for (int32_t b = values_p_ - 1; b >= 0; --b) {
+      at_or_below_[b] = counter.at_or_below(norm_p(b + norm_p.low));
+      if (at_or_below_[b] > 0) first_counted_ = b;
+    }
+    // Row a of the KLD table is written a vector at a time; a last vector's spill into row a + 1 is
+    // overwritten by that row, and the final one lands in the slack.
+    divergence_.resize(static_cast<size_t>(values_g) * values_p_ + kLanes);
+    Ints lanes;
+    for (int lane = 0; lane < kLanes; ++lane) lanes[lane] = lane;
+    for (int32_t a = 0; a < values_g; ++a) {
+      const Floats g = Floats{} + norm_g(a + norm_g.low);
+      float* row = &divergence_[static_cast<size_t>(a) * values_p_];
+      for (int32_t b = 0; b < values_p_; b += kLanes) {
+        const Floats p = __builtin_convertvector(lanes + b, Floats) * norm_p.scale;
+        const Floats terms_of_row = terms.divergence(p, g);
+        std::memcpy(row + b, &terms_of_row, sizeof terms_of_row);
+      }
+    }
+  }
+
+  // One row: 16 pixels a step, sums flushed every kBlock pixels (floats into float64, integers
+  // into int64 before they could overflow), in vectors.
+  void add_row(const uint8_t* p, const uint8_t* g, int64_t width,
+               const Normaliser<uint8_t>& norm_p, const Normaliser<uint8_t>& norm_g,
+               const Terms& terms, Totals& totals) const {
+    const __m128i low_p = _mm_set1_epi8(static_cast<char>(norm_p.low));
+    const __m128i low_g = _mm_set1_epi8(static_cast<char>(norm_g.low));
+    const __m256i stride = _mm256_set1_epi16(static_cast<int16_t>(values_p_));
+    const __m256i below_counted = _mm256_set1_epi16(static_cast<int16_t>(first_counted_ - 1));
+    const float* divergence = divergence_.data();
+    const int32_t* at_or_below = at_or_below_.data();
+    int64_t x = 0;
+    while (x + 16 <= width) {
+      const int64_t stop = std::min(width, x + kBlock);
+      __m256i ints[kInts] = {};  // int32 lanes, but above_lowest's int16
+      Floats intersection = {}, divergence_sum = {};
+      // Eight pixels: their table reads and SIM terms (16-bit values, index widened to 32 bits).
+      const auto eight = [&](__m128i b16, __m128i a16, __m128i index16) {
+        const __m256i b = _mm256_cvtepu16_epi32(b16), a = _mm256_cvtepu16_epi32(a16);
+        ints[3] = _mm256_add_epi32(ints[3], _mm256_i32gather_epi32(at_or_below, b, 4));
+        divergence_sum += reinterpret_cast<Floats>(
+            _mm256_i32gather_ps(divergence, _mm256_cvtepu16_epi32(index16), 4));
+        intersection += terms.similarity(
+            __builtin_convertvector(reinterpret_cast<Ints>(b), Floats) * norm_p.scale,
+            __builtin_convertvector(reinterpret_cast<Ints>(a), Floats) * norm_g.scale);
+      };
+      for (; x + 16 <= stop; x += 16) {
+        const __m256i b = _mm256_cvtepu8_epi16(
+            _mm_sub_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + x)), low_p));
+        const __m256i a = _mm256_cvtepu8_epi16(
+            _mm_sub_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + x)), low_g));
+        ints[0] = _mm256_add_epi32(ints[0], _mm256_madd_epi16(b, b));
+        ints[1] = _mm256_add_epi32(ints[1], _mm256_madd_epi16(a, a));
+        ints[2] = _mm256_add_epi32(ints[2], _mm256_madd_epi16(b, a));
+        ints[4] = _mm256_sub_epi16(ints[4], _mm256_cmpgt_epi16(b, below_counted));
+        const __m256i index = _mm256_add_epi16(_mm256_mullo_epi16(a, stride), b);
+        eight(_mm256_castsi256_si128(b), _mm256_castsi256_si128(a), _mm256_castsi256_si128(index));
+        eight(_mm256_extracti128_si256(b, 1), _mm256_extracti128_si256(a, 1),
+              _mm256_extracti128_si256(index, 1));
+      }
+      ints[4] = _mm256_madd_epi16(ints[4], _mm256_set1_epi16(1));  // int16 lanes to int32
+      for (int t = 0; t < kInts; ++t) totals.ints[t] = add_wide(totals.ints[t], ints[t]);
+      totals.intersection = add_wide(totals.intersection, intersection);
+      totals.divergence = add_wide(totals.divergence, divergence_sum);
+    }
+    for (; x < width; ++x) {
+      const int32_t b = p[x] - norm_p.low, a = g[x] - norm_g.low;
+      totals.tail_ints[0] += b * b;
+      totals.tail_ints[1] += a * a;
+      totals.tail_ints[2] += b * a;
+      totals.tail_ints[3] += at_or_below[b];
+      totals.tail_ints[4] += b >= first_counted_;
+      totals.tail_intersection += terms.similarity(norm_p(p[x]), norm_g(g[x]));
+      totals.tail_divergence += divergence[a * values_p_ + b];
+    }
+  }
+
+  // Eight int32 (float32) lanes added into four int64 (float64) ones.
+  static __m256i add_wide(__m256i wide, __m256i v) {
+    return _mm256_add_epi64(_mm256_add_epi64(wide, _mm256_cvtepi32_epi64(_mm256_castsi256_si128(v))),
+                            _mm256_cvtepi32_epi64(_mm256_extracti128_si256(v, 1)));
+  }
+  static __m256d add_wide(__m256d wide, Floats v) {
+    const __m256 f = reinterpret_cast<__m256>(v);
+    return _mm256_add_pd(_mm256_add_pd(wide, _mm256_cvtps_pd(_mm256_castps256_ps128(f))),
+                         _mm256_cvtps_pd(_mm256_extractf128_ps(f, 1)));
+  }
+  static int64_t int_total(__m256i v) {
+    alignas(32) int64_t lanes[4];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), v);
+    return lanes[0] + lanes[1] + lanes[2] + lanes[3];
+  }
+  static double double_total(__m256d v) {
+    alignas(32) double lanes[4];
+    _mm256_store_pd(lanes, v);
+    return lanes[0] + lanes[1] + lanes[2] + lanes[3];
+  }
+
+  int32_t values_p_ = 0, first_counted_ = 0;  // first_counted_: the lowest p - low_p with a count
+  std::vector<float> divergence_;             // [(g - low_g) * values_p + p - low_p]: KLD's term
+  std::vector<int32_t> at_or_below_;          // [p - low_p]: thresholds at or below it
+};
+#endif
+
 class FrameScorer {
  public:
   template <typename P, typename G>
@@ -530,11 +769,19 @@ class FrameScorer {
     }
     const ThresholdCounter counter(at_fixations);
     const Terms terms(prediction_.sum(), truth.sum, static_cast<double>(height * width));
+#if defined(__AVX2__)
+    if constexpr (std::is_same_v<P, uint8_t> && std::is_same_v<G, uint8_t>) {
+      if (BytePairs::apply(pred, gt, norm_p, norm_g)) {
+        const FrameSums sums = pairs_.add(pred, gt, norm_p, norm_g, counter, terms);
+        return finish(sums, prediction_.sum(), truth.sum, at_fixations, in, height, width, out);
+      }
+    }
+#endif
 
     // An integer prediction on the ground truth's grid takes few values: AUC-Judd counts each
     // value once, weighted by how often it occurs, instead of each pixel.
     bool counted = false;
-    FrameSums sums;
+    FrameSums sums = terms.centred_sums();
     if constexpr (std::is_integral_v<P>) {
       if (pred.height == height && pred.width == width && counter.slots() > 0)
         counted = count_by_value(pred, norm_p, counter, sums);
@@ -551,7 +798,7 @@ class FrameScorer {
         default: counter.add_row<0>(p, width, sums.at_or_below, sums.above_lowest);
       }
     }
-    finish(sums, terms, prediction_.sum(), truth.sum, at_fixations, in, height, width, out);
+    finish(sums, prediction_.sum(), truth.sum, at_fixations, in, height, width, out);
   }
 
  private:
@@ -588,13 +835,13 @@ class FrameScorer {
   }
 
   // The five scores from a frame's sums (metrics.py's formulas, in float64).
-  static void finish(const FrameSums& sums, const Terms& terms, double sum_p, double sum_g,
+  static void finish(const FrameSums& sums, double sum_p, double sum_g,
                      const std::vector<float>& at_fixations, const FrameInputs& in, int64_t height,
                      int64_t width, float* out) {
     const double pixels = static_cast<double>(height * width);
-    // Centred sums from the float32 centres c: sum (p - m)^2 = sum (p - c)^2 - N (m - c)^2.
+    // Centred sums from the centres c: sum (p - m)^2 = sum (p - c)^2 - N (m - c)^2.
     const double mean_p = sum_p / pixels, mean_g = sum_g / pixels;
-    const double shift_p = mean_p - terms.centre_p(), shift_g = mean_g - terms.centre_g();
+    const double shift_p = mean_p - sums.centre_p, shift_g = mean_g - sums.centre_g;
     const double squares_p = sums.pp - pixels * shift_p * shift_p;
     const double squares_g = sums.gg - pixels * shift_g * shift_g;
     const double cross = sums.pg - pixels * shift_p * shift_g;
@@ -622,6 +869,9 @@ class FrameScorer {
   PredictionRows prediction_;
   std::vector<float> truth_;
   std::vector<uint32_t> histogram_;
+#if defined(__AVX2__)
+  BytePairs pairs_;
+#endif
 };
 
 bool readable(ffi::DataType type) {

@@ -100,6 +100,52 @@ def test_auc_judd_is_exact_however_the_thresholds_crowd():
                                        err_msg=f"frame {frame}")
 
 
+def smooth_bytes(rng, frames: int, height: int, width: int, low: int, high: int) -> np.ndarray:
+    """uint8 maps in [low, high): smooth waves plus noise, so values repeat (ties) and vary."""
+    rows, cols = np.mgrid[:height, :width]
+    maps = [np.sin(cols / rng.uniform(3, 30) + rng.uniform(0, 6)) * np.cos(rows / rng.uniform(3, 30))
+            + rng.normal(0, 0.1, (height, width)) for _ in range(frames)]
+    return np.stack([low + (high - low - 1e-3) * (m - m.min()) / np.ptp(m) for m in maps]).astype(np.uint8)
+
+
+@pytest.mark.parametrize("corrected", [False, True])
+@pytest.mark.parametrize("height, width, pred_values, gt_values", [
+    (300, 260, (0, 256), (0, 256)),  # a full 256 x 256 table; rows end in a 4-pixel tail
+    (37, 45, (3, 41), (100, 111)),   # narrow ranges above 0
+    (60, 9, (3, 41), (100, 111)),    # narrower than one 16-pixel step: the tail alone
+])
+def test_uint8_pairs_match_the_general_pass_and_the_reference(height, width, pred_values, gt_values,
+                                                              corrected):
+    """Single-channel uint8 maps on one grid take the byte-pair pass (KLD and AUC-Judd tables read
+    by gathers, exact integer CC sums) when the KLD table is no larger than a frame. The same maps
+    as uint16 take the general pass: the AUC-Judd counts must agree exactly, the rest to float32
+    rounding, and both must match the float64 reference."""
+    assert np.prod(np.diff(pred_values)) * np.prod(np.diff(gt_values)) <= height * width
+    rng = np.random.default_rng(6)
+    frames = 5
+    pred = smooth_bytes(rng, frames, height, width, *pred_values)
+    gt = smooth_bytes(rng, frames, height, width, *gt_values)
+    pred[3] = pred_values[0] + 2  # a constant prediction
+    fixations = np.stack([padded_fixations(rng, 40, 40, height, width) for _ in range(frames)])
+    fixations[1, :15] = fixations[1, 0]  # one pixel fixated many times
+    fixations[4, 0] = np.argwhere(pred[4] == pred[4].min())[0]  # every pixel >= the lowest threshold
+    counts = np.array([40, 40, 0, 1, 40], np.int32)
+
+    pairs = metrics.aim_frame_scores(pred, gt, fixations, counts, corrected=corrected,
+                                     implementation="native")
+    general = metrics.aim_frame_scores(pred.astype(np.uint16), gt.astype(np.uint16), fixations,
+                                       counts, corrected=corrected, implementation="native")
+    np.testing.assert_array_equal(pairs["auc_judd"], general["auc_judd"])
+    for name in metrics.METRIC_NAMES:
+        np.testing.assert_allclose(pairs[name], general[name], rtol=1e-5, atol=1e-7, err_msg=name)
+    assert np.isnan(pairs["nss"][2]) and np.isnan(pairs["auc_judd"][2])
+    assert_matches_reference(pairs, pred, gt, fixations, counts, corrected=corrected, rtol=1e-6)
+    one_thread = native_metrics.score_arrays(pred, gt, fixations, counts, corrected=corrected,
+                                             threads=1)
+    np.testing.assert_array_equal(
+        one_thread, np.stack([pairs[name] for name in metrics.METRIC_NAMES], axis=1))
+
+
 def test_results_do_not_depend_on_the_threads():
     rng = np.random.default_rng(4)
     pred = rng.integers(0, 255, (5, 30, 50)).astype(np.uint8)

@@ -41,7 +41,7 @@
 
 #include "xla/ffi/api/ffi.h"
 
-#if defined(__AVX2__)
+#if defined(__AVX__)
 #include <immintrin.h>
 #endif
 
@@ -260,7 +260,16 @@ constexpr int64_t kBlock = 16 * kLanes;  // pixels summed in float32 before a fl
   return std::min(v[0], v[1]);
 }
 
-[[gnu::always_inline]] inline float highest_lane(Floats v) { return -lowest_lane(-v); }
+// Whether any lane of a compare's mask is set (one vptest on AVX).
+[[gnu::always_inline]] inline bool any_lane(Ints mask) {
+#if defined(__AVX__)
+  return !_mm256_testz_si256(reinterpret_cast<__m256i>(mask), reinterpret_cast<__m256i>(mask));
+#else
+  for (int lane = 0; lane < kLanes; ++lane)
+    if (mask[lane]) return true;
+  return false;
+#endif
+}
 
 // Natural log for the KLD sum: x = 2^e m with m in [sqrt(1/2), sqrt(2)), and log m = 2 atanh(s),
 // s = (m - 1) / (m + 1), |s| <= 0.172, by its series to s^9 (truncation error below 1e-9). Valid
@@ -410,10 +419,9 @@ class ThresholdCounter {
     for (; x + kLanes <= width; x += kLanes) {
       const Floats values = load(row + x);
       above -= values >= lowest_;
-      const float low = lowest_lane(values), high = highest_lane(values);
-      if (!(low >= bounds[window] && high < bounds[window + kWindow + 1])) {
-        window = std::max(distinct_at_or_below<Slots>(low) - kWindow / 4, 0);
-        if (!(high < bounds[window + kWindow + 1])) {  // too many thresholds: lane by lane
+      if (any_lane(!(values >= bounds[window]) | !(values < bounds[window + kWindow + 1]))) {
+        window = std::max(distinct_at_or_below<Slots>(lowest_lane(values)) - kWindow / 4, 0);
+        if (any_lane(!(values < bounds[window + kWindow + 1]))) {  // too many thresholds: lane by lane
           for (int64_t i = x; i < x + kLanes; ++i)
             row_sum += at_or_below_[distinct_at_or_below<Slots>(row[i])];
           continue;
@@ -553,7 +561,7 @@ class Terms {
     block[1] += dg * dg;
     block[2] += dp * dg;
     // Where the ground truth is 0 (dark background, common) SIM and KLD add 0: skip the log.
-    if (highest_lane(g) == 0.0f) return;
+    if (!any_lane(g != 0.0f)) return;
     block[3] += similarity(p, g);
     block[4] += divergence(p, g);
   }

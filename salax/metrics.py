@@ -12,8 +12,8 @@ thresholds at or below the pixel and the count of pixels at or above the lowest 
 
 On CPUs `aim_frame_scores` runs the same rules in a native kernel by default (`salax.native_metrics`,
 built at install: called directly on host arrays, or as an XLA FFI call on JAX arrays; frames spread
-over the cores, about 4-5x faster than XLA:CPU runs this code). This module stays the reference
-implementation and the one every other backend runs.
+over the cores; 5x what XLA:CPU makes of this code for resized predictions, over 10x for uint8 maps
+at full size). This module stays the reference implementation and the one every other backend runs.
 
 Fixations are `int32 [N, 2]` (row, col) per frame, padded beyond `num_fixations`; padding never changes
 a result. A frame without fixations gets NaN for the fixation metrics (the organisers' script crashes);

@@ -137,7 +137,6 @@ def main() -> None:
     print("| prediction | salax frames/s | salax ms/frame | baseline frames/s | ratio | max abs diff |")
     print("|---|---|---|---|---|---|")
     print("\n".join(rows))
-    print("memory floor (reading and reducing a 1080p frame pair): about 2-3 ms/frame")
 
 
 if __name__ == "__main__":

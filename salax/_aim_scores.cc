@@ -622,7 +622,7 @@ class BytePairs {
       return static_cast<double>(exact) / static_cast<double>(pixels);
     };
     const double scale_p = norm_p.scale, scale_g = norm_g.scale;
-    FrameSums sums;
+    FrameSums sums;  // centred at the means themselves, so finish() shifts nothing
     sums.centre_p = norm_p.prepared_sum / static_cast<double>(pixels);
     sums.centre_g = norm_g.prepared_sum / static_cast<double>(pixels);
     sums.pp = centred(ints[0], norm_p.offset_sum, norm_p.offset_sum) * scale_p * scale_p;

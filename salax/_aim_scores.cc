@@ -473,6 +473,16 @@ class ThresholdCounter {
   float lowest_ = 0.0f, scale_ = 0.0f, last_ = 0.0f;
 };
 
+// For each integer value low .. high of a prediction (as `norm` prepares it), the thresholds at or
+// below it: what AUC-Judd counts for its pixels.
+template <typename T>
+void counts_by_value(const Normaliser<T>& norm, const ThresholdCounter& counter,
+                     std::vector<int32_t>& counts) {
+  counts.resize(static_cast<size_t>(int64_t{norm.high} - norm.low + 1));
+  for (size_t v = 0; v < counts.size(); ++v)
+    counts[v] = counter.at_or_below(norm(static_cast<Wide<T>>(norm.low + static_cast<Wide<T>>(v))));
+}
+
 struct FrameInputs {
   const int32_t* fixations;  // [N, 2] (row, col), the first `count` valid
   int32_t count;
@@ -650,12 +660,10 @@ class BytePairs {
                    const ThresholdCounter& counter, const Terms& terms) {
     values_p_ = norm_p.high - norm_p.low + 1;
     const int32_t values_g = norm_g.high - norm_g.low + 1;
-    at_or_below_.resize(values_p_);
-    first_counted_ = values_p_;
-    for (int32_t b = values_p_ - 1; b >= 0; --b) {
-      at_or_below_[b] = counter.at_or_below(norm_p(b + norm_p.low));
-      if (at_or_below_[b] > 0) first_counted_ = b;
-    }
+    counts_by_value(norm_p, counter, at_or_below_);
+    first_counted_ = static_cast<int32_t>(
+        std::find_if(at_or_below_.begin(), at_or_below_.end(), [](int32_t c) { return c > 0; }) -
+        at_or_below_.begin());
     // Row a of the KLD table is written a vector at a time; a last vector's spill into row a + 1 is
     // overwritten by that row, and the final one lands in the slack.
     divergence_.resize(static_cast<size_t>(values_g) * values_p_ + kLanes);
@@ -831,13 +839,12 @@ class FrameScorer {
         for (int64_t c = 0; c < kCopies; ++c) ++counts[c * values + (pred.data[i + c] - low)];
     }
     for (; i < pixels; ++i) ++counts[channel_sum(pred.data + i * channels, channels) - low];
+    counts_by_value(norm, counter, value_counts_);
     for (int64_t v = 0; v < values; ++v) {
       int64_t occurrences = 0;
       for (int64_t c = 0; c < kCopies; ++c) occurrences += counts[c * values + v];
-      if (occurrences == 0) continue;
-      const int64_t at_or_below = counter.at_or_below(norm(static_cast<Wide<P>>(v + low)));
-      sums.at_or_below += at_or_below * occurrences;
-      sums.above_lowest += at_or_below > 0 ? occurrences : 0;
+      sums.at_or_below += value_counts_[v] * occurrences;
+      sums.above_lowest += value_counts_[v] > 0 ? occurrences : 0;
     }
     return true;
   }
@@ -877,6 +884,7 @@ class FrameScorer {
   PredictionRows prediction_;
   std::vector<float> truth_;
   std::vector<uint32_t> histogram_;
+  std::vector<int32_t> value_counts_;  // count_by_value's thresholds at or below each value
 #if defined(__AVX2__)
   BytePairs pairs_;
 #endif

@@ -382,8 +382,8 @@ def _batch_scores(pred, gt, fixations, num_fixations, corrected, implementation)
     scalars. The native kernel (CPU only) is faster still: see `salax.native_metrics`.
     """
     if implementation == "native":
-        table = native_metrics.batch_scores(pred, gt, fixations, num_fixations, corrected=corrected)
-        return {name: table[:, column] for column, name in enumerate(METRIC_NAMES)}
+        return _named_columns(native_metrics.batch_scores(pred, gt, fixations, num_fixations,
+                                                          corrected=corrected))
 
     def score(frame):
         return _frame_scores(*frame, corrected)
@@ -392,6 +392,11 @@ def _batch_scores(pred, gt, fixations, num_fixations, corrected, implementation)
     if jax.default_backend() == "cpu":
         return jax.lax.map(score, frames)
     return jax.vmap(score)(frames)
+
+
+def _named_columns(table):
+    """The native kernel's [B, 5] table as {metric name: [B]}."""
+    return {name: table[:, column] for column, name in enumerate(METRIC_NAMES)}
 
 
 def resolve_implementation(implementation: str) -> str:
@@ -500,10 +505,9 @@ def aim_frame_scores(pred, gt, fixations, num_fixations, *, corrected: bool = Fa
     for start in tqdm(starts, desc="scoring", unit="chunk", disable=not progress):
         stop = min(start + chunk_size, batch)
         if implementation == "native" and on_host:
-            table = native_metrics.score_arrays(pred[start:stop], gt[start:stop],
-                                                fixations[start:stop], num_fixations[start:stop],
-                                                corrected=corrected)
-            scores = {name: table[:, column] for column, name in enumerate(METRIC_NAMES)}
+            scores = _named_columns(native_metrics.score_arrays(
+                pred[start:stop], gt[start:stop], fixations[start:stop], num_fixations[start:stop],
+                corrected=corrected))
         else:
             size = min(chunk_size, batch)
             chunk = [staging(slot, _padded(array[start:stop], size))

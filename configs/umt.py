@@ -28,7 +28,7 @@ def get_config(variant: str = "b16") -> ml_collections.ConfigDict:
 
     # Model: encoder size, taps, decoder widths, frames, input size, causal target, audio, dtypes.
     config.model = model_config("tiny" if variant == "demo" else variant)
-    # A converted UMT checkpoint (salax.checkpoint) to start the encoder from; "" = random init.
+    # A converted UMT checkpoint (salax.models.umt_weights) to start the encoder from; "" = random init.
     config.init_from = ""
 
     config.data = ml_collections.ConfigDict()

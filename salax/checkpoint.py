@@ -1,397 +1,236 @@
-"""Checkpoints: conversion of released UMT PyTorch weights (this part), run checkpoints (below).
+"""A run's checkpoints: the train state and the grain position, orbax, async, atomic, last N + best.
 
-UMT conversion: a released ``.pth`` is read into a *canonical* dict of numpy arrays whose block
-parameters are stacked along a leading depth axis; from there it goes into any encoder layout
-(scanned or not, any frame count or image size) and into an orbax checkpoint that configs start
-from. torch is imported only to read the ``.pth`` (the optional ``convert`` extra).
+Each step directory holds the train-state pytree (params, optimiser state, step, rng) as item
+``state`` and every process's grain iterator position as item ``data``, so a restart continues on
+the very next batch. Saves are async and written to a temporary directory renamed on commit: a
+save killed half-way is never listed. Restores go into whatever shardings the caller's abstract
+state carries, so a run saved on 8 devices resumes on 4 or 1 (orbax reshards on read).
+
+Released UMT weights (the ``.pth`` conversion) are not run checkpoints: see salax.models.umt_weights.
 """
 
-import argparse
-import json
-import pathlib
-import re
-import warnings
 from collections.abc import Mapping
+import copy
+import math
+import os
+import re
+from typing import Any
+import warnings
 
+from etils import epath
+import grain
 import jax
 import numpy as np
-from flax import nnx
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as policies
 
-from salax.models.umt import HEADS_BY_WIDTH, VARIANTS, UMTConfig, UMTEncoder, resize_pos_embed
+from salax.paths import as_path
 
-# Keys of UMT checkpoints that are not the encoder: pretraining heads, classifier, final norms.
-_DROPPED_PREFIXES = ("clip_decoder.", "head.", "fc_norm.", "norm.")
-_KEY_PREFIXES = ("module.", "encoder.", "backbone.")
-# The 224 px and 384 px grids released UMT checkpoints were trained at.
-_RELEASED_SPATIAL = (14, 24)
-_CONFIG_FILE = "umt_config.json"
-_PARAMS_DIR = "params"
+_STATE, _DATA = "state", "data"
+# grain writes one position file per process: data/process_<index>-of-<count>.json
+_POSITION_FILE = re.compile(r"process_\d+-of-(\d+)\.json")
 
 
-def read_umt_state(path: str | pathlib.Path) -> dict[str, np.ndarray]:
-    """The encoder tensors of a UMT ``.pth`` as numpy, with prefixes stripped and heads dropped."""
-    import torch  # only conversion needs torch
-
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"UMT checkpoint {path} does not exist")
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    for top in ("model", "module"):
-        if isinstance(blob, Mapping) and top in blob:
-            blob = blob[top]
-            break
-    if not isinstance(blob, Mapping):
-        raise ValueError(f"{path}: expected a state dict (or one under 'model'/'module'), got {type(blob)}")
-    state = {}
-    for key, tensor in blob.items():
-        for prefix in _KEY_PREFIXES:
-            key = key.removeprefix(prefix)
-        if key.startswith(_DROPPED_PREFIXES) or not hasattr(tensor, "numpy"):
-            continue
-        state[key] = tensor.detach().float().numpy()
-    return state
+class CheckpointSaveError(OSError):
+    """A save failed (disk full, permissions, a lost bucket): the run must stop, not train on unsaved."""
 
 
-def _num_blocks(state: Mapping[str, np.ndarray]) -> int:
-    indices = {int(m.group(1)) for k in state if (m := re.match(r"blocks\.(\d+)\.", k))}
-    if not indices or indices != set(range(max(indices) + 1)):
-        raise ValueError(f"UMT state has blocks {sorted(indices)}: expected 0..depth-1")
-    return max(indices) + 1
+class MissingCheckpointError(FileNotFoundError):
+    """The asked-for checkpoint is not there (no checkpoints at all, or not that step)."""
 
 
-def _pos_embed_grid(num_tokens: int, config: UMTConfig, source: str) -> tuple[int, int, int]:
-    """Token grid a checkpoint's learned table was trained on.
-
-    Same grid as the encoder if the count matches; else a released spatial grid (14 or 24 per
-    side) with whatever frame count fits; else UMT's own rule (same frames, square spatial grid).
-    """
-    if num_tokens == config.num_tokens:
-        return config.grid
-    for side in _RELEASED_SPATIAL:
-        if num_tokens % (side * side) == 0:
-            return num_tokens // (side * side), side, side
-    frames = config.grid[0]
-    side = round((num_tokens / frames) ** 0.5)
-    if frames * side * side == num_tokens:
-        return frames, side, side
-    raise ValueError(f"{source}: cannot tell the token grid of a pos_embed with {num_tokens} tokens")
+class DataOrderRestartWarning(UserWarning):
+    """A resume with another process count: the train state is resumed, the data order starts afresh."""
 
 
-def umt_config_from_state(
-    state: Mapping[str, np.ndarray],
-    *,
-    num_frames: int = 16,
-    image_size: int | tuple[int, int] = 224,
-    num_heads: int | None = None,
-    **overrides,
-) -> UMTConfig:
-    """Encoder config from the weights: width, depth, tubelet and patch read off the tensors."""
-    if "patch_embed.proj.weight" not in state:
-        raise ValueError("UMT state lacks patch_embed.proj.weight: not a UMT encoder checkpoint")
-    width, _, tubelet, patch, _ = state["patch_embed.proj.weight"].shape
-    depth = _num_blocks(state)
-    if num_heads is None:
-        if width not in HEADS_BY_WIDTH:
-            raise ValueError(f"UMT width {width} is not a standard variant: pass num_heads")
-        num_heads = HEADS_BY_WIDTH[width]
-    standard = [v for v in VARIANTS.values() if (v["width"], v["depth"]) == (width, depth)]
-    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    fields = dict(
-        width=width,
-        depth=depth,
-        num_heads=num_heads,
-        num_frames=num_frames,
-        image_size=size,
-        tubelet=tubelet,
-        patch_size=patch,
-        taps=standard[0]["taps"] if standard else (),
-        pos_embed="learned" if "pos_embed" in state else "sinusoid",
-    )
-    fields.update(overrides)
-    return UMTConfig(**fields)
-
-
-def umt_canonical(state: Mapping[str, np.ndarray], width: int, num_heads: int) -> dict:
-    """UMT key layout -> canonical params (blocks stacked on a leading depth axis)."""
-    d, h = width, num_heads
-    used = set()
-
-    def get(key: str) -> np.ndarray:
-        if key not in state:
-            raise ValueError(f"UMT state lacks {key}")
-        used.add(key)
-        return np.asarray(state[key], np.float32)
-
-    def block(i: int) -> dict:
-        p = f"blocks.{i}."
-        qkv = get(p + "attn.qkv.weight")  # [3D, D], rows q | k | v
-        return {
-            "norm1": {"scale": get(p + "norm1.weight"), "bias": get(p + "norm1.bias")},
-            "attn": {
-                "qkv": qkv.T.reshape(d, 3, h, d // h),
-                "q_bias": get(p + "attn.q_bias").reshape(h, d // h),
-                "v_bias": get(p + "attn.v_bias").reshape(h, d // h),
-                "proj": get(p + "attn.proj.weight").T.reshape(h, d // h, d),
-                "proj_bias": get(p + "attn.proj.bias"),
-            },
-            "norm2": {"scale": get(p + "norm2.weight"), "bias": get(p + "norm2.bias")},
-            "mlp": {
-                "fc1": {"kernel": get(p + "mlp.fc1.weight").T, "bias": get(p + "mlp.fc1.bias")},
-                "fc2": {"kernel": get(p + "mlp.fc2.weight").T, "bias": get(p + "mlp.fc2.bias")},
-            },
-        }
-
-    blocks = [block(i) for i in range(_num_blocks(state))]
-    canonical = {
-        "patch_embed": {
-            "kernel": get("patch_embed.proj.weight").transpose(2, 3, 4, 1, 0),  # (t, h, w, in, out)
-            "bias": get("patch_embed.proj.bias"),
-        },
-        "blocks": jax.tree.map(lambda *a: np.stack(a), *blocks),
-    }
-    if "pos_embed" in state:
-        canonical["pos_embed"] = get("pos_embed").reshape(-1, d)
-    ignored = sorted(set(state) - used)
-    if ignored:
-        warnings.warn(f"UMT conversion ignores {len(ignored)} tensors that are not the encoder, e.g. {ignored[:3]}")
-    return canonical
-
-
-def assign_umt_params(
-    encoder: UMTEncoder, canonical: Mapping, pos_embed_grid: tuple[int, int, int] | None = None
-) -> None:
-    """Write canonical params into `encoder` (either block layout); a learned table is resized."""
-    c = encoder.config
-    tree = {"patch_embed": dict(canonical["patch_embed"])}
-    blocks = canonical["blocks"]
-    if c.scan:
-        tree["blocks"] = blocks
-    else:
-        tree["blocks"] = {i: jax.tree.map(lambda a, i=i: a[i], blocks) for i in range(c.depth)}
-    if c.pos_embed == "learned":
-        if "pos_embed" not in canonical:
-            raise ValueError("encoder wants a learned pos_embed but the weights carry none")
-        table = np.asarray(canonical["pos_embed"])
-        tree["pos_embed"] = resize_pos_embed(table, pos_embed_grid or c.grid, c.grid)
-    params = nnx.state(encoder, nnx.Param)
-    current = nnx.to_pure_dict(params)
-    flat_now = dict(jax.tree_util.tree_flatten_with_path(current)[0])
-    flat_new = dict(jax.tree_util.tree_flatten_with_path(tree)[0])
-    if set(flat_now) != set(flat_new):
-        raise ValueError(f"parameter names differ: {sorted(map(str, set(flat_now) ^ set(flat_new)))[:5]}")
-    for path, value in flat_new.items():
-        if flat_now[path].shape != np.shape(value):
-            name = jax.tree_util.keystr(path)
-            raise ValueError(f"parameter {name}: weights have {np.shape(value)}, encoder wants {flat_now[path].shape}")
-
-    def like(new, old):  # keep the dtype, and the placement of arrays already on devices
-        value = np.asarray(new, old.dtype)
-        return jax.device_put(value, old.sharding) if isinstance(old, jax.Array) else value
-
-    tree = jax.tree.map(like, tree, current)
-    nnx.replace_by_pure_dict(params, tree)
-    nnx.update(encoder, params)
-
-
-def load_umt(
-    path: str | pathlib.Path,
-    *,
-    num_frames: int = 16,
-    image_size: int | tuple[int, int] = 224,
-    num_heads: int | None = None,
-    **overrides,
-) -> UMTEncoder:
-    """A released UMT ``.pth`` -> an encoder for `num_frames` x `image_size` carrying its weights.
-
-    Depth, width and tubelet come from the weights, heads from the standard variants unless given;
-    a stored ``pos_embed`` becomes a learned table resized by UMT's rules. `overrides` set other
-    :class:`UMTConfig` fields (dtype, scan, remat, taps, ...).
-    """
-    state = read_umt_state(path)
-    config = umt_config_from_state(
-        state, num_frames=num_frames, image_size=image_size, num_heads=num_heads, **overrides
-    )
-    canonical = umt_canonical(state, config.width, config.num_heads)
-    grid = None
-    if "pos_embed" in canonical:
-        grid = _pos_embed_grid(canonical["pos_embed"].shape[0], config, str(path))
-    encoder = UMTEncoder(config, rngs=nnx.Rngs(0))
-    assign_umt_params(encoder, canonical, grid)
-    return encoder
-
-
-def save_umt_checkpoint(canonical: Mapping, config: UMTConfig, directory: str | pathlib.Path) -> None:
-    """Write canonical UMT params (orbax) and the facts needed to rebuild them (JSON).
-
-    A stored pos_embed keeps its token count; its grid is inferred when restoring, against the
-    frame count of the encoder it goes into (UMT's rule).
-    """
-    import orbax.checkpoint as ocp
-
-    directory = pathlib.Path(directory).absolute()
-    directory.mkdir(parents=True, exist_ok=True)
-    facts = dict(width=config.width, depth=config.depth, num_heads=config.num_heads, tubelet=config.tubelet,
-                 patch_size=config.patch_size)
-    checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(directory / _PARAMS_DIR, jax.tree.map(np.asarray, dict(canonical)), force=True)
-    checkpointer.wait_until_finished()
-    (directory / _CONFIG_FILE).write_text(json.dumps(facts, indent=1))
-
-
-def restore_umt_checkpoint(directory: str | pathlib.Path, encoder: UMTEncoder) -> None:
-    """Load a converted UMT checkpoint (``convert-umt``) into `encoder`, whatever its layout and grid."""
-    import orbax.checkpoint as ocp
-
-    directory = pathlib.Path(directory).absolute()
-    if not (directory / _CONFIG_FILE).is_file():
-        raise FileNotFoundError(f"{directory} is not a converted UMT checkpoint (no {_CONFIG_FILE})")
-    facts = json.loads((directory / _CONFIG_FILE).read_text())
-    c = encoder.config
-    for field in ("width", "depth", "num_heads", "tubelet", "patch_size"):
-        if facts[field] != getattr(c, field):
-            raise ValueError(f"{directory}: checkpoint has {field}={facts[field]}, encoder {getattr(c, field)}")
-    canonical = ocp.StandardCheckpointer().restore(directory / _PARAMS_DIR)
-    grid = None
-    if c.pos_embed == "sinusoid":
-        canonical.pop("pos_embed", None)
-    elif "pos_embed" in canonical:
-        grid = _pos_embed_grid(canonical["pos_embed"].shape[0], c, str(directory))
-    assign_umt_params(encoder, canonical, grid)
-
-
-def convert_umt(pth: str | pathlib.Path, out: str | pathlib.Path, *, num_heads: int | None = None) -> UMTConfig:
-    """Convert a released UMT ``.pth`` into an orbax checkpoint directory; returns its config."""
-    state = read_umt_state(pth)
-    config = umt_config_from_state(state, num_heads=num_heads)
-    save_umt_checkpoint(umt_canonical(state, config.width, config.num_heads), config, out)
-    return config
-
-
-def _main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m salax.checkpoint",
-        description="Checkpoint tools. convert-umt: turn a released UMT .pth into an orbax checkpoint "
-        "that configs start from (salax.checkpoint.restore_umt_checkpoint).",
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    convert = commands.add_parser("convert-umt", help="convert a UMT PyTorch .pth to an orbax checkpoint")
-    convert.add_argument("--pth", required=True, help="released UMT checkpoint (.pth, key 'model' or 'module')")
-    convert.add_argument("--out", required=True, help="output directory (created; overwritten if present)")
-    convert.add_argument("--num-heads", type=int, default=None, help="attention heads (default: by width)")
-    args = parser.parse_args(argv)
-    config = convert_umt(args.pth, args.out, num_heads=args.num_heads)
-    print(f"wrote {args.out}: UMT width {config.width}, depth {config.depth}, heads {config.num_heads}, "
-          f"tubelet {config.tubelet}, pos_embed {config.pos_embed}")
-
-
-# ----------------------------------------------------------------------------------------------
-# Run checkpoints (training): train state + data iterator position, async, atomic, last N + best.
-# ----------------------------------------------------------------------------------------------
-
-
-def _position_of(data_iterator):
+class _Position(grain.DatasetIterator):
     """A frozen copy of a grain iterator's position.
 
     Orbax writes the data item in a background thread; reading the live iterator there would
     record batches consumed after the save was requested.
     """
-    import copy
 
-    import grain
+    def __init__(self, state: Any):
+        super().__init__()
+        self._state = copy.deepcopy(state)
 
-    class Position(grain.DatasetIterator):
-        def __init__(self, state):
-            super().__init__()
-            self._state = copy.deepcopy(state)
+    def __next__(self):
+        raise TypeError("a saved iterator position yields no elements")
 
-        def __next__(self):
-            raise TypeError("a saved iterator position yields no elements")
+    def get_state(self) -> Any:
+        return self._state
 
-        def get_state(self):
-            return self._state
-
-        def set_state(self, state):
-            self._state = state
-
-    return Position(data_iterator.get_state())
+    def set_state(self, state: Any) -> None:
+        self._state = state
 
 
 class RunCheckpoints:
-    """Orbax manager for a training run in `<workdir>/checkpoints`.
+    """Orbax manager for a training run's checkpoint directory (``Workdir.checkpoints``).
 
-    Each step directory holds the train-state pytree (params, optimiser state, step, rng) and the
-    grain iterator's position, so a restart continues on the very next batch. Saves are async and
-    written to a temporary directory renamed on commit: a save killed half-way is never listed.
-    Kept: the last `keep` checkpoints, plus the one with the best validation CC.
+    Kept: the last `keep` checkpoints, plus the one with the best validation `best_metric`.
+    `create=False` opens an existing run read-only (evaluation, prediction): nothing is created or
+    deleted, and a directory that does not exist simply holds no steps.
     """
 
-    def __init__(self, directory: str | pathlib.Path, *, keep: int, best_metric: str = "cc"):
-        import orbax.checkpoint as ocp
-        from orbax.checkpoint import checkpoint_managers as policies
+    def __init__(self, directory: str | os.PathLike, *, keep: int = 1, best_metric: str = "cc", create: bool = True):
+        self.directory: epath.Path = as_path(directory)
+        self._best_metric = best_metric
 
-        self.directory = pathlib.Path(directory).absolute()
         def best(metrics: Mapping[str, float]) -> float:
-            return metrics[best_metric]
+            # Saves without an evaluation record empty metrics: ranked below every evaluated one.
+            return metrics.get(best_metric, -math.inf)
 
-        preservation = policies.AnyPreservationPolicy([
-            policies.LatestN(n=keep),
-            policies.BestN(get_metric_fn=best, n=1, keep_checkpoints_without_metrics=False),
-        ])
-        self._manager = ocp.CheckpointManager(
-            self.directory,
+        if create:
+            preservation = policies.AnyPreservationPolicy([
+                policies.LatestN(n=keep),
+                policies.BestN(get_metric_fn=best, n=1, keep_checkpoints_without_metrics=False),
+            ])
             # best_fn also makes the manager write each save's metrics beside it.
-            options=ocp.CheckpointManagerOptions(preservation_policy=preservation, best_fn=best,
-                                                 best_mode="max", create=True, cleanup_tmp_directories=True),
-            item_names=("state", "data"),
-        )
+            options = ocp.CheckpointManagerOptions(preservation_policy=preservation, best_fn=best, best_mode="max",
+                                                   create=True, cleanup_tmp_directories=True)
+        else:  # nothing saved, so nothing deleted (orbax's read_only mode only adds warnings)
+            options = ocp.CheckpointManagerOptions(best_fn=best, best_mode="max", create=False)
+        self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=(_STATE, _DATA))
+        self._saving: int | None = None  # the step of the save in flight, if any
+        self._failed: CheckpointSaveError | None = None
+
+    # ------------------------------------------------------------------------------ what is there
+
+    def all_steps(self) -> list[int]:
+        """Every committed step, ascending."""
+        return sorted(self._manager.all_steps())
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
     def best_step(self) -> int | None:
         """The step with the best validation metric (None before any evaluated save)."""
-        return self._manager.best_step()
+        step = self._manager.best_step()
+        if step is None or self._best_metric not in (self._manager.metrics(step) or {}):
+            return None
+        return step
 
-    def save(self, step: int, state, data_iterator, metrics: Mapping[str, float] | None = None) -> None:
-        """Start an async save of `state` and the iterator position at `step`."""
-        import orbax.checkpoint as ocp
-        import grain
+    def _existing(self, step: int) -> int:
+        steps = self.all_steps()
+        if step not in steps:
+            held = ", ".join(map(str, steps)) if steps else "none"
+            raise MissingCheckpointError(f"no checkpoint at step {step} in {self.directory} (saved steps: {held})")
+        return step
 
-        self._manager.save(
-            step,
-            args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                    data=grain.checkpoint.CheckpointSave(_position_of(data_iterator))),
-            metrics=dict(metrics) if metrics else None,
-            force=True,
-        )
+    def _step_directory(self, step: int) -> epath.Path:
+        return self.directory / str(self._existing(step))  # orbax's default step names: the plain number
 
-    def restore(self, step: int, abstract_state, data_iterator):
-        """The state at `step`, placed as `abstract_state`'s shardings say; moves the iterator there."""
-        import grain
-        import orbax.checkpoint as ocp
+    def saved_process_count(self, step: int) -> int | None:
+        """How many processes wrote `step` (from grain's position files); None if it holds no data item."""
+        data = self._step_directory(step) / _DATA
+        counts = {int(m.group(1)) for f in (data.iterdir() if data.exists() else ())
+                  if (m := _POSITION_FILE.fullmatch(f.name))}
+        return counts.pop() if len(counts) == 1 else None
 
-        restored = self._manager.restore(
-            step,
-            args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
-                                    data=grain.checkpoint.CheckpointRestore(data_iterator)),
-        )
-        return restored["state"]
+    # ------------------------------------------------------------------------------------- saving
 
-    def restore_state(self, step: int, abstract_state):
-        """Only the train state at `step` (evaluation and prediction need no data iterator)."""
-        import orbax.checkpoint as ocp
+    def _raise_failure(self, step: int, error: BaseException) -> None:
+        self._manager.reload()  # forget the step that never committed
+        last = self._manager.latest_step()
+        kept = f"step {last} in {self.directory}" if last is not None else "none"
+        self._failed = CheckpointSaveError(f"saving the checkpoint of step {step} to {self.directory} failed: "
+                                           f"{error}. The last good checkpoint is {kept}.")
+        raise self._failed from error
 
-        restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
-        return restored["state"]
+    def _finish_pending(self) -> None:
+        """Wait for the save in flight; its failure (raised by orbax's background thread) becomes ours."""
+        if self._failed is not None:
+            raise self._failed
+        try:
+            self._manager.wait_until_finished()
+        except Exception as error:  # orbax re-raises whatever the writer raised (ValueError, OSError, ...)
+            self._raise_failure(self._saving, error)
+        self._saving = None
+
+    def save(self, step: int, state: Any, data_iterator: Any, metrics: Mapping[str, float] | None = None) -> None:
+        """Start an async save of `state` and the iterator position at `step`.
+
+        Raises CheckpointSaveError (what, where, the last good checkpoint) if this save or the one
+        before it failed; the run must stop then.
+        """
+        self._finish_pending()
+        self._saving = step
+        try:
+            position = _Position(data_iterator.get_state())
+            self._manager.save(
+                step,
+                args=ocp.args.Composite(**{_STATE: ocp.args.StandardSave(state),
+                                           _DATA: grain.checkpoint.CheckpointSave(position)}),
+                # An explicit empty record for a save without an evaluation ("no metric"), not a missing one:
+                # orbax warns about every save that tracks a best metric and passes none.
+                metrics=dict(metrics) if metrics else {},
+                force=True,
+            )
+        except Exception as error:
+            self._raise_failure(step, error)
 
     def wait(self) -> None:
-        """Block until pending saves are committed."""
-        self._manager.wait_until_finished()
+        """Block until pending saves are committed; CheckpointSaveError if one failed."""
+        self._finish_pending()
 
     def close(self) -> None:
-        self._manager.close()
+        """Finish pending saves and release orbax's threads (a failure already raised is not raised again)."""
+        try:
+            if self._failed is None:
+                self._finish_pending()
+        finally:
+            try:
+                self._manager.close()
+            except Exception:  # noqa: BLE001 - the failed save was reported by save()/wait() already
+                if self._failed is None:
+                    raise
 
+    # ----------------------------------------------------------------------------------- restoring
 
-if __name__ == "__main__":
-    _main()
+    def restore(self, step: int, abstract_state: Any, data_iterator: Any) -> Any:
+        """The state at `step` in `abstract_state`'s shardings; moves `data_iterator` to the saved position.
+
+        `abstract_state` is a pytree of ``jax.ShapeDtypeStruct`` with shardings for the current
+        mesh, which may differ from the one saved (another device count or mesh shape). The data
+        position is per process: with the same process count each process continues on its next
+        batch; with another count the saved positions do not map onto the new split of the
+        videos, so the iterator is left where it is (the start of its order) and a
+        DataOrderRestartWarning says so.
+        """
+        saved = self.saved_process_count(step)
+        if saved is not None and saved != jax.process_count():
+            warnings.warn(f"checkpoint step {step} in {self.directory} was written by {saved} processes, this run "
+                          f"has {jax.process_count()}: the train state resumes at step {step}, the data order "
+                          "restarts from the beginning of an epoch", DataOrderRestartWarning, stacklevel=2)
+            return self.restore_state(step, abstract_state)
+        restored = self._manager.restore(
+            step, args=ocp.args.Composite(**{_STATE: ocp.args.StandardRestore(abstract_state),
+                                             _DATA: grain.checkpoint.CheckpointRestore(data_iterator)}))
+        return restored[_STATE]
+
+    def restore_state(self, step: int, abstract_state: Any) -> Any:
+        """Only the train state at `step`, in `abstract_state`'s shardings (no data iterator)."""
+        self._existing(step)
+        restored = self._manager.restore(
+            step, args=ocp.args.Composite(**{_STATE: ocp.args.StandardRestore(abstract_state)}))
+        return restored[_STATE]
+
+    def restore_params(self, step: int, abstract_params: Any = None) -> Any:
+        """Only the ``params`` subtree of `step`'s train state: no optimiser state is read.
+
+        Into `abstract_params`' shardings (a pytree of ``jax.ShapeDtypeStruct`` with shardings, e.g.
+        for inference on another mesh), or, with None, as host numpy arrays in the saved structure.
+        """
+        # Its own checkpointer on the step's state item: the manager binds the item to StandardRestore.
+        directory = self._step_directory(step) / _STATE
+        if abstract_params is None:
+            saved = ocp.PyTreeCheckpointHandler().metadata(directory).tree["params"]
+            target = jax.tree.map(lambda meta: jax.ShapeDtypeStruct(meta.shape, meta.dtype), saved)
+            restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
+        else:
+            target = abstract_params
+            restore_args = ocp.checkpoint_utils.construct_restore_args(abstract_params)
+        with ocp.PyTreeCheckpointer() as reader:
+            restored = reader.restore(directory, args=ocp.args.PyTreeRestore(
+                item={"params": target}, restore_args={"params": restore_args}, partial_restore=True))
+        return restored["params"]

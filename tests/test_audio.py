@@ -1,10 +1,10 @@
 """The audio branch: log-mel against librosa, the no-audio embedding, FiLM."""
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
 from salax.models import audio
 

@@ -3,11 +3,11 @@
 Gradients are checked on the whole model (test_saliency_model.py).
 """
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
 from salax.models.decoder import DecoderConfig, SaliencyDecoder
 

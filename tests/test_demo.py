@@ -12,14 +12,11 @@ import sys
 import time
 
 import pytest
+from run_testdata import ROOT, load_config
 
-from salax import train
+from salax import demo, train
 from salax.data import media, pipeline
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-from test_train import load_config  # noqa: E402
+from salax.evaluate import split
 
 DEMO_LIMIT_S = 600
 
@@ -61,18 +58,12 @@ def test_demo_runs_in_time_and_beats_the_centre_prior(tmp_path):
 
 def _scores_on(config, workdir: pathlib.Path, names: tuple[str, ...]) -> dict[str, float]:
     """Train `config` in `workdir`, then its mean CC and NSS over the held-out videos `names`."""
-    evaluators = []
-
-    def make_evaluator(trainer):
-        evaluators.append(train.ValidationEvaluator(config, trainer, workdir))
-        return evaluators[0]
-
-    _, state = train.train(config, workdir, train.train_batches(config), make_evaluator=make_evaluator)
-    evaluator, videos, totals = evaluators[0], 0, {}
-    for split in ("validation", "public_test", "private_test"):
-        evaluator.data = dataclasses.replace(evaluator.data, split=split, videos=names)
-        evaluator(state["params"], 0)
-        summary = evaluator.summary
+    result = train.train(config, workdir, train.train_batches(config))
+    evaluator = split.ValidationEvaluator(split.EvalData.from_config(config), result.setup.model.predict_fn())
+    videos, totals = 0, {}
+    for name in ("validation", "public_test", "private_test"):
+        evaluator.data = dataclasses.replace(evaluator.data, split=name, videos=names)
+        summary = evaluator(result.state["params"]).summary
         if not summary["videos"]:
             continue
         for metric in ("cc", "nss"):
@@ -86,7 +77,7 @@ def test_audio_helps_on_sound_linked_videos(tmp_path):
     config = load_config("demo")
     config.data.manual_dir, config.data.data_dir = str(tmp_path / "avimos"), str(tmp_path / "tfds")
     config.write_predictions = False
-    train.prepare_synthetic_data(config)
+    demo.prepare_synthetic_data(config)
     info = json.loads((tmp_path / "avimos" / "VideoInfo.json").read_text())
     held_out = set(pipeline.list_videos(config.data.data_dir, builder_config="s224", split="validation"))
     held_out |= {name for name, facts in info.items() if facts["split"] != "train"}

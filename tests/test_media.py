@@ -7,11 +7,13 @@ import subprocess
 import av
 import numpy as np
 import pytest
+from video_testdata import write_video
 
+from salax import batch
 from salax.data import media
 
 FPS = 20
-SAMPLE_RATE = 16000
+SAMPLE_RATE = batch.AUDIO_SAMPLE_RATE
 
 
 def numbered_frames(count: int, height: int = 48, width: int = 64) -> np.ndarray:
@@ -300,3 +302,59 @@ def test_probe_counts_frames_of_containers_without_an_index(tmp_path):
     with av.open(str(path)) as container:
         assert container.streams.video[0].frames == 0  # Matroska keeps no frame count
     assert media.probe(path).num_frames == 7 == len(media.read_frames(path))
+
+
+def test_timed_frames_carry_real_timing_and_every_size_from_one_decode(tmp_path):
+    times = [0.0, 0.05, 0.07, 0.2, 0.25, 0.4]  # a variable frame rate
+    path = write_video(tmp_path / "vfr.mp4", width=64, height=48, frames=6, frame_times=times, audio_channels=6,
+                       audio_rate=44_100)
+    frames = list(media.iter_timed_frames(path, sizes=(None, (24, 32))))
+    assert [f.index for f in frames] == list(range(6))
+    info = media.probe(path)
+    np.testing.assert_allclose([f.end for f in frames], times[1:] + [times[-1] + 1 / info.fps], atol=1e-6)
+    np.testing.assert_array_equal(np.stack([f.images[0] for f in frames]), media.read_frames(path))
+    np.testing.assert_array_equal(np.stack([f.images[1] for f in frames]), media.read_frames(path, size=(24, 32)))
+    assert info.audio_rate == 44_100 and media.probe(write_video(tmp_path / "mute.mp4", width=16, height=16,
+                                                                 frames=2)).audio_rate == 0
+
+
+def test_every_x264_preset_writes_maps_losslessly(tmp_path):
+    maps = np.random.default_rng(0).random((3, 20, 30)).astype(np.float32)
+    for preset in (None, "veryfast", "ultrafast"):
+        path = tmp_path / f"{preset}.mp4"
+        media.write_map_video(path, maps, fps=FPS, bit_depth=8, preset=preset)
+        np.testing.assert_array_equal(np.rint(media.read_maps(path) * 255), np.rint(maps * 255))
+
+
+def test_an_overlay_copies_the_sound_track_or_re_encodes_what_mp4_cannot_carry(tmp_path):
+    source = write_video(tmp_path / "surround.mp4", width=32, height=16, frames=10, audio_channels=6)
+    maps = np.random.default_rng(0).random((10, 4, 4)).astype(np.float32)
+    out = tmp_path / "overlay.mp4"
+    media.write_overlay_video(out, media.read_frames(source), maps, fps=25, audio_from=source)
+    with av.open(str(out)) as container:
+        sound = container.streams.audio[0]
+        assert (sound.codec_context.name, sound.channels, sound.rate) == ("aac", 6, 48_000)
+    np.testing.assert_array_equal(media.read_audio(out), media.read_audio(source))  # the same packets
+
+    pcm = tmp_path / "pcm.mov"  # PCM: mov carries it, mp4 cannot
+    with av.open(str(pcm), "w") as container:
+        video = container.add_stream("libx264", rate=25)
+        video.width, video.height = 32, 16
+        audio = container.add_stream("pcm_s16le", rate=22_050, layout="stereo")
+        for index in range(10):
+            for packet in video.encode(av.VideoFrame.from_ndarray(numbered_frames(10, 16, 32)[index], format="rgb24")):
+                container.mux(packet)
+        for packet in video.encode():
+            container.mux(packet)
+        tone = (np.sin(np.arange(8820) / 5.0) * 8000).astype(np.int16)
+        interleaved = np.ascontiguousarray(np.repeat(tone, 2).reshape(1, -1))  # s16 stereo: L R L R ...
+        frame = av.AudioFrame.from_ndarray(interleaved, format="s16", layout="stereo")
+        frame.sample_rate, frame.pts = 22_050, 0
+        for packet in list(audio.encode(frame)) + list(audio.encode(None)):
+            container.mux(packet)
+    media.write_overlay_video(out, media.read_frames(pcm), maps, fps=25, audio_from=pcm)
+    with av.open(str(out)) as container:
+        sound = container.streams.audio[0]
+        assert (sound.codec_context.name, sound.channels, sound.rate) == ("aac", 1, 22_050)
+    heard, played = media.read_audio(out), media.read_audio(pcm)
+    assert abs(len(heard) - len(played)) < 2048 and np.corrcoef(heard[2048:6000], played[2048:6000])[0, 1] > 0.9

@@ -5,14 +5,15 @@ import itertools
 import json
 import sys
 
-import jax
 from absl import flags
-import numpy as np
-import pytest
-from PIL import Image
-
 from avimos_testdata import built_avimos
-from salax.data import avimos_builder, media, pipeline
+import jax
+import numpy as np
+from PIL import Image
+import pytest
+
+from salax import batch as batch_contract
+from salax.data import avimos_builder, clips, media, pipeline
 
 IMAGE_SIZE = (40, 56)
 ONE_SHARD = dict(seed=0, shard_index=0, shard_count=1, videos_per_block=4)
@@ -46,14 +47,7 @@ def _train(built, **overrides):
 
 def _pixels(video: np.ndarray) -> np.ndarray:
     """Undo the ImageNet normalisation."""
-    return (video * pipeline.IMAGENET_STD + pipeline.IMAGENET_MEAN) * 255
-
-
-def test_normalise_is_the_imagenet_formula():
-    frames = np.random.default_rng(0).integers(0, 256, (2, 3, 5, 3), dtype=np.uint8)
-    expected = (frames / 255.0 - pipeline.IMAGENET_MEAN) / pipeline.IMAGENET_STD
-    np.testing.assert_allclose(pipeline.normalise(frames), expected, atol=1e-5)
-    assert pipeline.normalise(frames).dtype == np.float32
+    return (video * batch_contract.IMAGENET_STD + batch_contract.IMAGENET_MEAN) * 255
 
 
 @pytest.mark.parametrize("target", ["last", "all"])
@@ -62,13 +56,16 @@ def test_batches_follow_the_batch_contract(built, target):
     frames = (4,) if target == "all" else ()
     expected = {
         "video": ((3, 4, *IMAGE_SIZE, 3), np.float32),
-        "audio": ((3, pipeline.default_audio_samples(4, 2, None)), np.float32),
+        "audio": ((3, clips.default_audio_samples(4, 2, None)), np.float32),
         "has_audio": ((3,), np.bool_),
         "saliency": ((3, *frames, *IMAGE_SIZE), np.float32),
         "fixations": ((3, *frames, 32, 2), np.int32),
         "num_fixations": ((3, *frames), np.int32),
     }
     assert {k: (v.shape, v.dtype) for k, v in batch.items()} == expected
+    batch_contract.check_batch(batch, batch_contract.train_shapes(
+        3, clip_frames=4, image_size=IMAGE_SIZE, audio_samples=expected["audio"][0][1], max_fixations=32,
+        target=target))
     assert 0 <= batch["saliency"].min() and batch["saliency"].max() <= 1
     assert (batch["fixations"] < np.array(IMAGE_SIZE)).all() and (batch["fixations"] >= 0).all()
 
@@ -94,7 +91,7 @@ def test_the_target_is_the_last_frame_and_its_fixations(built, train_source):
     clip = pipeline.load_clip(example, 5, spec, flip=False)
     fixations = json.loads((built.manual_dir / "FixationsTrain" / "Train" / name / "fixations.json").read_text())
     native = tuple(example["native_size"])
-    expected = avimos_builder.rescale_points(np.array(fixations[5], np.int32), native, IMAGE_SIZE)
+    expected = clips.rescale_points(np.array(fixations[5], np.int32), native, IMAGE_SIZE)
     count = clip["num_fixations"]
     assert count == len(fixations[5])
     np.testing.assert_array_equal(clip["fixations"][:count], expected)
@@ -278,7 +275,8 @@ def test_the_input_benchmark_compares_the_same_clips(built, train_source):
     spec = pipeline.ClipSpec(clip_frames=4, stride=2, image_size=IMAGE_SIZE, audio=False)
     from_build = pipeline.load_clip(example, 12, spec, flip=False)
     from_mp4 = bench.clip_from_mp4(
-        built.manual_dir / "Videos" / f"{name}.mp4", built.manual_dir / "SaliencyTrain" / "Train" / f"{name}.mp4", 12, spec
+        built.manual_dir / "Videos" / f"{name}.mp4", built.manual_dir / "SaliencyTrain" / "Train" / f"{name}.mp4",
+        12, spec,
     )
     assert from_mp4["video"].shape == from_build["video"].shape
     assert np.abs(_pixels(from_mp4["video"]) - _pixels(from_build["video"])).mean() < 6.0

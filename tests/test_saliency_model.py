@@ -1,13 +1,14 @@
 """The assembled model through the shared contract: config, build, call, shapes, gradients, sharding names."""
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
 from salax.models.axes import LOGICAL_AXES
 from salax.models.saliency import SaliencyModel, abstract_param_count, build_model, count_params, model_config
+from salax.models.umt import umt_config
 
 BATCH, SAMPLES = 2, 3_200
 
@@ -88,6 +89,7 @@ def test_variant_defaults_and_parameter_counts():
         config = model_config(variant)
         assert len(config.taps) == len(config.decoder_widths)
         assert config.target == "last" and config.param_dtype == "float32"
+        assert umt_config(config.variant).width == encoder_width
     b16 = model_config("b16")
     with_audio = abstract_param_count(b16)
     b16.audio = False
@@ -104,13 +106,3 @@ def test_config_errors_are_explained():
         model_config("xl")
     with pytest.raises(ValueError, match="taps but"):
         build_model(tiny(taps=(0, 1)), rngs=nnx.Rngs(0))
-
-
-def test_benchmark_runs_and_prints_its_table(capsys):
-    from salax.bench import model as bench
-
-    bench.main(["--frames", "4", "--image-size", "32", "--batch", "1", "--infer-batch", "1", "--steps", "1",
-                "--warmup", "1", "--parts", "encoder", "--no-peer"])
-    lines = capsys.readouterr().out.splitlines()
-    row = next(line for line in lines if line.startswith("| salax encoder"))
-    assert all(float(cell) > 0 for cell in row.strip("|").split("|")[1:])

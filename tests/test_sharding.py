@@ -4,12 +4,12 @@ Multi-device layouts are checked for real in tests/test_train_distributed.py (8 
 here the arithmetic and the rule plumbing run on this process's single device.
 """
 
+from flax import nnx
 import jax
+from jax.sharding import PartitionSpec
 import numpy as np
 import optax
 import pytest
-from flax import nnx
-from jax.sharding import PartitionSpec
 
 from salax import sharding
 from salax.models.axes import param

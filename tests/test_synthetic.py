@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from salax.data import media, mouse, synthetic
+from salax import batch
+from salax.data import avimos, media, mouse, synthetic
 
 NUM_VIDEOS = 5
 
@@ -75,8 +76,8 @@ def test_every_run_of_four_holds_every_kind():
 @pytest.mark.parametrize("num_videos", [3, 4, 8, 13])
 def test_every_split_gets_videos(num_videos):
     splits = [s.split for s in synthetic.scene_specs(num_videos, seed=0)]
-    assert {split: splits.count(split) > 0 for split in synthetic.SPLITS} == dict.fromkeys(
-        synthetic.SPLITS, True)
+    assert {split: splits.count(split) > 0 for split in avimos.SPLITS} == dict.fromkeys(
+        avimos.SPLITS, True)
     assert splits.count("train") >= num_videos // 2
 
 
@@ -87,8 +88,8 @@ def test_audio_plays_while_the_linked_object_flashes(dataset):
     for name in linked:
         spec = next(s for s in synthetic.scene_specs(NUM_VIDEOS, 7) if s.name == name)
         scene = synthetic.Scene(spec)
-        audio = media.read_audio(root / "Videos" / f"{name}.mp4", sample_rate=synthetic.SAMPLE_RATE)
-        per_frame = synthetic.SAMPLE_RATE / spec.fps
+        audio = media.read_audio(root / "Videos" / f"{name}.mp4", sample_rate=batch.AUDIO_SAMPLE_RATE)
+        per_frame = batch.AUDIO_SAMPLE_RATE / spec.fps
         loudness = np.array([np.sqrt(np.mean(audio[int(i * per_frame):int((i + 1) * per_frame)] ** 2))
                              for i in range(spec.num_frames)])
         playing = scene.tone_playing(np.arange(spec.num_frames) / spec.fps)

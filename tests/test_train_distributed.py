@@ -1,30 +1,34 @@
-"""Training on many devices: 8 CPU devices match one device; two processes train through gloo.
+"""Many devices and processes: 8 CPU devices match one; two processes train, stop together on a
+signal and resume exactly, and evaluate each video once with the summary of one process.
 
 JAX fixes its device count when it starts, so each case runs in fresh processes (this file is
 also their script: `python tests/test_train_distributed.py eight_devices|process ...`).
 """
 
 import json
-import os
 import pathlib
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
+import pytest
+from run_testdata import child_env, log_rows, logged_losses, random_batch, random_batches, small_config, xla_cache
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+from salax import demo, preemption
+from salax.data import pipeline
+from salax.evaluate.__main__ import main as evaluate_main
 
-from test_train import compile_cache, logged_losses, random_batch, random_batches, small_config  # noqa: E402,F401
+compile_cache = pytest.fixture(scope="module")(xla_cache)
 
 STEPS = 3
+PREEMPT_STEPS = 16
 
 
 def _run(args: list[str], env: dict) -> subprocess.Popen:
-    env = dict(os.environ, **env, JAX_PLATFORMS="cpu")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    return subprocess.Popen([sys.executable, __file__, *args], env=env, stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, __file__, *args], env=child_env(env), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 
@@ -55,10 +59,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_train_and_write_one_checkpoint(tmp_path, compile_cache):
+def _two(mode: str, workdir: pathlib.Path, cache: dict, *extra: str) -> list[subprocess.Popen]:
     address = f"127.0.0.1:{_free_port()}"
-    processes = [_run(["process", address, str(index), str(tmp_path)], compile_cache) for index in range(2)]
-    for process in processes:
+    return [_run([mode, address, str(index), str(workdir), *extra], cache) for index in range(2)]
+
+
+def _train_steps(workdir: pathlib.Path) -> list[int]:
+    return [row["step"] for row in log_rows(workdir) if row["split"] == "train"]
+
+
+def test_two_processes_train_and_write_one_checkpoint(tmp_path, compile_cache):
+    for process in _two("process", tmp_path, compile_cache, "0", str(STEPS)):
         _finish(process)
     step = tmp_path / "checkpoints" / str(STEPS)
     assert (step / "state").is_dir()
@@ -66,6 +77,84 @@ def test_two_processes_train_and_write_one_checkpoint(tmp_path, compile_cache):
         "process_0-of-2.json", "process_1-of-2.json"]
     losses = logged_losses(tmp_path)
     assert sorted(losses) == list(range(1, STEPS + 1)) and all(np.isfinite(list(losses.values())))
+
+
+@pytest.mark.slow
+def test_two_processes_stop_together_on_sigint_and_resume_exactly(tmp_path, compile_cache):
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    for process in _two("process", straight, compile_cache):
+        _finish(process)
+    step = straight / "checkpoints" / str(PREEMPT_STEPS)
+    assert sorted(p.name for p in (step / "data").glob("process_*.json")) == [
+        "process_0-of-2.json", "process_1-of-2.json"]
+    expected = logged_losses(straight)
+    assert sorted(expected) == list(range(1, PREEMPT_STEPS + 1)) and all(np.isfinite(list(expected.values())))
+
+    processes = _two("process", stopped, compile_cache, "0.5", str(PREEMPT_STEPS))  # slow batches
+    deadline = time.monotonic() + 300
+    while not ((stopped / "log.jsonl").is_file() and len(_train_steps(stopped)) >= 2):
+        assert all(p.poll() is None for p in processes), processes[0].stderr.read()[-2000:]
+        assert time.monotonic() < deadline, "no step 2 within 300 s"
+        time.sleep(0.2)
+    processes[1].send_signal(signal.SIGINT)  # one process is told; both must stop at the same step
+    steps = []
+    for process in processes:
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == preemption.EXIT_CODE, err[-3000:]
+        steps.append(json.loads(out.strip().splitlines()[-1])["preempted_at"])
+    assert steps[0] == steps[1] < PREEMPT_STEPS
+    saved = stopped / "checkpoints" / str(steps[0])
+    assert len(list((saved / "data").glob("process_*.json"))) == 2
+
+    for process in _two("process", stopped, compile_cache):
+        _finish(process)
+    assert logged_losses(stopped) == expected  # bitwise, as the uninterrupted two-process run
+    assert _train_steps(stopped) == list(range(1, PREEMPT_STEPS + 1))
+
+
+@pytest.mark.slow
+def test_two_process_evaluation_scores_each_video_once_and_equals_one_process(tmp_path, compile_cache, capsys):
+    config = _eval_config(tmp_path)
+    demo.prepare_synthetic_data(config)  # built once, read by every process
+    capsys.readouterr()
+    workdir = tmp_path / "run"
+    for process in _two("validate", workdir, compile_cache, str(tmp_path)):
+        _finish(process)
+    validation = json.loads((workdir / "eval" / "step_2.json").read_text())
+    names = pipeline.list_videos(config.data.data_dir, builder_config="s224", split="validation")
+    scored = _scored(workdir, "validation")
+    assert sorted(scored) == sorted(names) and len(set(scored)) == len(scored)  # each video by one process
+    assert validation["videos"] == len(names) and validation["frames"] == sum(names.values())
+
+    for process in _two("evaluate", workdir, compile_cache, str(tmp_path)):
+        lines = _finish(process).splitlines()  # gloo prints its own lines too
+        if "{" in lines:  # process 0 prints the summary
+            two = json.loads("\n".join(lines[lines.index("{"):]))
+    tests = pipeline.list_videos(config.data.data_dir, builder_config="s224", split="public_test")
+    scored = _scored(workdir, "public_test")
+    assert sorted(scored) == sorted(tests) and len(set(scored)) == len(scored)
+
+    # One process, the same checkpoint: the same summaries (the predictions are the same rows).
+    for split, summary in (("validation", validation), ("public_test", two)):
+        assert evaluate_main(["--workdir", str(workdir), "--step", "latest", "--split", split]) == 0
+        one = json.loads(capsys.readouterr().out)
+        assert (one["videos"], one["frames"], one["excluded_frames"]) == (
+            summary["videos"], summary["frames"], summary["excluded_frames"])
+        for part in ("model", "centre_prior"):
+            for metric, value in one[part].items():
+                np.testing.assert_allclose(summary[part][metric], value, rtol=1e-5, err_msg=f"{split} {metric}")
+
+
+def _eval_config(root: pathlib.Path):
+    return small_config(**{"data.manual_dir": str(root / "avimos"), "data.data_dir": str(root / "tfds"),
+                           "data.synthetic_videos": 8, "data.eval_batch_size": 8, "num_steps": 2,
+                           "checkpoint_every": 2, "eval_every": 2})
+
+
+def _scored(workdir: pathlib.Path, split: str) -> list[str]:
+    """The videos the processes scored, from the record each kept (see _record_scoring)."""
+    return [line.split()[1] for path in sorted(workdir.glob("scored_*.txt"))
+            for line in path.read_text().splitlines() if line.split()[0] == split]
 
 
 # ------------------------------------------------------------------------------ the processes
@@ -82,10 +171,11 @@ def _eight_devices() -> None:
     results = {}
     for name, devices, axes in (("1", jax.devices()[:1], dict(data=1, fsdp=1, tensor=1)),
                                 ("8", jax.devices(), dict(data=2, fsdp=2, tensor=2))):
-        trainer = train.Trainer.create(config, sharding.make_mesh(axes, devices))
-        state, step, losses = trainer.init_state(), trainer.jit_train_step(), []
+        setup = train.TrainSetup.create(config, sharding.make_mesh(axes, devices))
+        state, step, losses = setup.init_state(), setup.jit_train_step(), []
         for index in range(STEPS):
-            state, metrics = step(state, pipeline.to_global_batch(random_batch(index, config), trainer.batch_sharding))
+            batch = pipeline.to_global_batch(random_batch(index, config), setup.model.batch_sharding)
+            state, metrics = step(state, batch)
             losses.append(float(metrics["loss"]))
         results[name] = (state, losses)
     (state_1, losses_1), (state_8, losses_8) = results["1"], results["8"]
@@ -105,20 +195,70 @@ def _eight_devices() -> None:
     assert isinstance(block["attn"]["qkv"].sharding.spec, PartitionSpec)
 
 
-def _process(address: str, index: int, workdir: str) -> None:
+def _join(address: str, index: int) -> None:
     import jax
 
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=address, num_processes=2, process_id=index)
+
+
+def _process(address: str, index: int, workdir: str, delay: float, steps: int) -> None:
+    _join(address, index)
     from salax import train
 
-    config = small_config(num_steps=STEPS, checkpoint_every=STEPS)
+    config = small_config(num_steps=steps, checkpoint_every=steps)
+    batches = random_batches(config, offset=1000 * index, process_count=2, delay=delay)
+    try:
+        train.train(config, pathlib.Path(workdir), batches)
+    except train.Preempted as stopped:
+        print(json.dumps({"preempted_at": stopped.step}), flush=True)
+        sys.exit(preemption.EXIT_CODE)
+
+
+def _record_scoring(workdir: str, index: int) -> list[str]:
+    """Wrap the per-video scorer so each process writes down which videos it scored (under the split
+    name held in the returned list)."""
+    from salax.evaluate import videos
+
+    score_video = videos.score_video
+    record = pathlib.Path(workdir) / f"scored_{index}.txt"
+
+    def recording(name, *args, **kwargs):
+        with open(record, "a") as out:
+            out.write(f"{split_name[0]} {name}\n")
+        return score_video(name, *args, **kwargs)
+
+    split_name = ["validation"]
+    videos.score_video = recording
+    return split_name
+
+
+def _validate(address: str, index: int, workdir: str, root: str) -> None:
+    _join(address, index)
+    from salax import train
+    from salax.evaluate import split
+
+    _record_scoring(workdir, index)
+    config = _eval_config(pathlib.Path(root))
     batches = random_batches(config, offset=1000 * index, process_count=2)
-    train.train(config, pathlib.Path(workdir), batches)
+    train.train(config, pathlib.Path(workdir), batches, validation=split.EvalData.from_config(config))
+
+
+def _evaluate(address: str, index: int, workdir: str) -> None:
+    split_name = _record_scoring(workdir, index)
+    split_name[0] = "public_test"
+    code = evaluate_main(["--workdir", workdir, "--step", "latest", "--split", "public_test",
+                          "--coordinator_address", address, "--num_processes", "2", "--process_id", str(index)])
+    sys.exit(code)
 
 
 if __name__ == "__main__":
     if sys.argv[1] == "eight_devices":
         _eight_devices()
     elif sys.argv[1] == "process":
-        _process(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+        delay, steps = (float(sys.argv[5]), int(sys.argv[6])) if len(sys.argv) > 6 else (0.0, PREEMPT_STEPS)
+        _process(sys.argv[2], int(sys.argv[3]), sys.argv[4], delay, steps)
+    elif sys.argv[1] == "validate":
+        _validate(sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5])
+    elif sys.argv[1] == "evaluate":
+        _evaluate(sys.argv[2], int(sys.argv[3]), sys.argv[4])

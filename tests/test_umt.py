@@ -1,13 +1,13 @@
 """The UMT encoder against transformers' VideoMAE (the same network) with random weights copied across."""
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
-from salax.checkpoint import assign_umt_params, umt_canonical
 from salax.models import umt
+from salax.models.umt_weights import assign_umt_params, umt_canonical
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

@@ -2,11 +2,11 @@
 
 import pathlib
 
+from avimos_dataset_builder import Builder
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from avimos_dataset_builder import Builder
 from salax.data import avimos_builder, synthetic
 
 HERE = pathlib.Path(__file__).parent

@@ -14,20 +14,19 @@ Also reports the bytes stored per frame and the storage an hour of AViMoS (30 fp
 from __future__ import annotations
 
 import argparse
+from fractions import Fraction
 import json
 import pathlib
 import tempfile
 import time
-from fractions import Fraction
 
 import av
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
-from salax.data import avimos_builder, build_avimos, media, pipeline
+from salax.data import avimos, avimos_builder, build_avimos, clips, media, pipeline
 
-AVIMOS_FPS = 30.0
+AVIMOS_FPS = avimos.NOMINAL_FPS
 AVIMOS_FRAMES = 870_000  # about 1500 videos of 19 s
 
 
@@ -72,18 +71,20 @@ def _gaussian_maps(num_frames: int, seed: int):
 def make_sources(root: pathlib.Path, num_videos: int, num_frames: int, gop: int) -> None:
     """A manual directory in the AViMoS layout with 1080p videos, 10-bit lossless maps and fixations."""
     names = [f"bench{index:03d}" for index in range(num_videos)]
-    for folder in ("Videos", "SaliencyTrain/Train", "SaliencyTest/Test", "FixationsTrain/Train", "FixationsTest/Test"):
+    for folder in (avimos.VIDEO_DIR, *avimos.SALIENCY_DIRS, *avimos.FIXATION_DIRS):
         (root / folder).mkdir(parents=True, exist_ok=True)
     for index, name in enumerate(tqdm(names, desc="1080p sources", unit="video")):
-        _write_h264(root / "Videos" / f"{name}.mp4", _texture_frames(num_frames, index), AVIMOS_FPS, gop)
+        _write_h264(avimos.video_path(root, name), _texture_frames(num_frames, index), AVIMOS_FPS, gop)
         media.write_map_video(
-            root / "SaliencyTrain" / "Train" / f"{name}.mp4", _gaussian_maps(num_frames, index), fps=AVIMOS_FPS
+            avimos.saliency_path(root, name, "train"), _gaussian_maps(num_frames, index), fps=AVIMOS_FPS
         )
         rng = np.random.default_rng(index)
         points = [rng.integers([0, 0], [1080, 1920], size=(60, 2)).tolist() for _ in range(num_frames)]
-        (root / "FixationsTrain" / "Train" / name).mkdir()
-        (root / "FixationsTrain" / "Train" / name / "fixations.json").write_text(json.dumps(points))
-    (root / "TrainTestSplit.json").write_text(json.dumps({"train": names, "public_test": [], "private_test": []}))
+        fixations = avimos.fixations_path(root, name, "train")
+        fixations.parent.mkdir()
+        fixations.write_text(json.dumps(points))
+    splits = {split: names if split == "train" else [] for split in avimos.SPLITS}
+    (root / avimos.SPLIT_FILE).write_text(json.dumps(splits))
 
 
 # ----------------------------------------------------------------------------- the mp4 route
@@ -114,7 +115,7 @@ def clip_from_mp4(video: pathlib.Path, maps: pathlib.Path, end: int, spec: pipel
     rgb = _decode_span(video, int(indices[0]), end, lambda f: f.to_ndarray(width=width, height=height, format="rgb24"))
     grey = _decode_span(maps, end, end, lambda f: f.to_ndarray(width=width, height=height, format="gray16le"))
     return {
-        "video": pipeline.normalise(np.stack([rgb[int(i)] for i in indices])),
+        "video": clips.normalise(np.stack([rgb[int(i)] for i in indices])),
         "saliency": grey[end].astype(np.float32) / 65535,
     }
 
@@ -172,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
 
         config = args.configs[0]
         names, num_frames = avimos_builder.split_metadata(builders[config], "train")
-        sources, _ = avimos_builder.find_sources(manual_dir, names)
+        sources, _ = avimos.find_sources(manual_dir, names)
         options = dict(clip_frames=args.clip_frames, stride=1, image_size=tuple(args.image_size), audio=False)
         spec = pipeline.ClipSpec(**options)
         order = pipeline.ClipOrder(
@@ -194,7 +195,8 @@ def main(argv: list[str] | None = None) -> None:
 
         built_rate = _best_rate(from_build, len(plan), args.repeats)
         mp4_rate = _best_rate(from_mp4, len(plan), args.repeats)
-        print(f"\n{len(plan)} clips of {spec.clip_frames} frames at {spec.image_size}, one thread, best of {args.repeats}")
+        print(f"\n{len(plan)} clips of {spec.clip_frames} frames at {spec.image_size}, one thread, "
+              f"best of {args.repeats}")
         print(f"  array_record build ({args.configs[0]}): {built_rate:8.1f} clips/s per core")
         print(f"  mp4 files (PyAV seek + decode):   {mp4_rate:8.1f} clips/s per core")
         print(f"  ratio: {built_rate / mp4_rate:.1f}x")

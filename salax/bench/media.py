@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+from pathlib import Path
 import shutil
 import subprocess
 import tempfile
 import time
-from pathlib import Path
 
 import av
 import numpy as np
 from tqdm import tqdm
 
 from salax.data import media
-
 
 CLIP_FPS = 30
 

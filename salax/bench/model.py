@@ -1,26 +1,34 @@
 """Throughput of the encoder and the full model: train step (forward, backward, AdamW) and inference.
 
-    python -m salax.bench.model                       # CPU: tiny config, with the torch peer
-    python -m salax.bench.model --variant b16 --tubelet 2 --dtype bfloat16   # the GPU peer's shape
+    python -m salax.bench.model                       # CPU: the demo's model, with the torch peer
+    python -m salax.bench.model --variant b16 --tubelet 2 --dtype bfloat16 --batch 16 --infer-batch 64  # GPU peer
 
 Prints clips/s and TFLOP/s per row. FLOPs are the encoder forward by the peer's formula
 (``shared/anchors/torch_videomae_step.py``: 2 x multiply-adds; training = 3 x forward); decoder and
 audio FLOPs are not counted, so the full-model rows understate its arithmetic. With ``--peer`` the
 same encoder runs as ``transformers.VideoMAEModel`` in torch on the CPU in this same process and
-the table gains the ratio; on a GPU run the anchor script in the same call instead.
+the table gains the ratio; on a GPU run the anchor script in the same call instead. The model is
+a run config's (`--config=configs/umt.py:VARIANT` as for salax.main; `--variant V` is short for
+`--config=configs/umt.py:V`), with `--tubelet`, `--frames`, `--image-size`, `--dtype`, `--remat`,
+`--scan` changing its fields. Argparse and no absl: the GPU image this runs on has only what the
+model needs.
 """
 
 import argparse
-import functools
-import time
 from collections.abc import Callable
+import functools
+import importlib.util
+import pathlib
+import time
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
-from flax import nnx
 
-from salax.models.saliency import build_model, model_config
+from salax.batch import AUDIO_SAMPLE_RATE
+from salax.models.saliency import build_model
 from salax.models.umt import UMTConfig, UMTEncoder
 
 
@@ -44,7 +52,7 @@ def time_call(fn: Callable[[], object], steps: int, warmup: int) -> float:
 
 def make_batch(config, batch: int, seed: int = 0) -> dict[str, jax.Array]:
     keys = jax.random.split(jax.random.key(seed), 3)
-    samples = int(16_000 * config.num_frames / 30)  # the clip window at 30 fps
+    samples = int(AUDIO_SAMPLE_RATE * config.num_frames / 30)  # the clip window at 30 fps
     h, w = config.image_size
     return {
         "video": jax.random.normal(keys[0], (batch, config.num_frames, h, w, 3), jnp.float32),
@@ -130,40 +138,70 @@ def peer_times(config: UMTConfig, batch_train: int, batch_infer: int, steps: int
     return run(batch_train, True), run(batch_infer, False)
 
 
-def main(argv: list[str] | None = None) -> None:
+CONFIG_FILE = pathlib.Path(__file__).resolve().parents[2] / "configs" / "umt.py"
+VARIANTS = ("demo", "tiny", "b16", "l16")  # "tiny": the demo's model
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+    """`FILE:VARIANT` -> FILE's `get_config(VARIANT)`, as `salax.main --config` reads it."""
+    path, _, variant = spec.partition(":")
+    if not pathlib.Path(path).is_file():
+        raise FileNotFoundError(f"--config {spec}: no config file {path}")
+    module_spec = importlib.util.spec_from_file_location("salax_bench_config", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(variant) if variant else module.get_config()
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m salax.bench.model",
         description=__doc__.split("\n\n")[0] + " Measures the baseline (torch peer) in the same run with --peer.",
     )
-    parser.add_argument("--variant", default="tiny", choices=["tiny", "b16", "l16"])
-    parser.add_argument("--tubelet", type=int, default=None, help="frames per token (default: the variant's)")
-    parser.add_argument("--frames", type=int, default=None, help="clip length (default: the variant's)")
-    parser.add_argument("--image-size", type=int, default=None, help="square input side (default: the variant's)")
+    parser.add_argument("--config", default=f"{CONFIG_FILE}:demo", help="run config FILE:VARIANT (default: the demo)")
+    parser.add_argument("--variant", choices=VARIANTS, default=None, help="short for --config=configs/umt.py:VARIANT")
+    parser.add_argument("--tubelet", type=int, default=None, help="frames per token (default: the config's)")
+    parser.add_argument("--frames", type=int, default=None, help="clip length (default: the config's)")
+    parser.add_argument("--image-size", type=int, default=None, help="square input side (default: the config's)")
     parser.add_argument("--batch", type=int, default=4, help="clips per train step")
-    parser.add_argument("--infer-batch", type=int, default=8, help="clips per inference call")
+    parser.add_argument("--infer-batch", "--infer_batch", dest="infer_batch", type=int, default=8,
+                        help="clips per inference call")
     parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16"], help="compute dtype")
     parser.add_argument("--remat", action=argparse.BooleanOptionalAction, default=None)
-    parser.add_argument("--scan", action=argparse.BooleanOptionalAction, default=False)
+    parser.add_argument("--scan", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--parts", nargs="+", default=["encoder", "model"], choices=["encoder", "model"])
     parser.add_argument("--steps", type=int, default=5, help="timed calls per row")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls per row (compilation)")
     parser.add_argument("--peer", action=argparse.BooleanOptionalAction, default=None,
                         help="also time the torch VideoMAE peer on the CPU (default: on when running on CPU)")
-    args = parser.parse_args(argv)
+    return parser
 
-    config = model_config(args.variant)
+
+def model_of(args: argparse.Namespace) -> ml_collections.ConfigDict:
+    """The model config the arguments name: the run config's `model`, with the shorthand fields set."""
+    variant = {"tiny": "demo"}.get(args.variant, args.variant)
+    config = load_config(f"{CONFIG_FILE}:{variant}" if variant else args.config).model
     for field, value in (("tubelet", args.tubelet), ("num_frames", args.frames), ("dtype", args.dtype),
-                         ("remat", args.remat)):
+                         ("remat", args.remat), ("scan", args.scan)):
         if value is not None:
             config[field] = value
     if args.image_size:
         config.image_size = (args.image_size, args.image_size)
-    config.scan = args.scan
+    return config
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = model_of(args)
+    except (FileNotFoundError, ValueError) as error:
+        parser.error(str(error))
     model = build_model(config, rngs=nnx.Rngs(0))
     enc_config = model.encoder.config
     flops = encoder_flops(enc_config)
     backend = jax.default_backend()
-    print(f"device {jax.devices()[0].device_kind} ({backend}), jax {jax.__version__}; {args.variant} "
+    print(f"device {jax.devices()[0].device_kind} ({backend}), jax {jax.__version__}; {config.variant} "
           f"{config.num_frames}x{config.image_size[0]}x{config.image_size[1]} tubelet {config.tubelet} "
           f"({enc_config.num_tokens} tokens), {config.dtype}, remat {config.remat}, scan {config.scan}; "
           f"encoder fwd {flops / 1e9:.2f} GFLOP/clip")

@@ -20,59 +20,39 @@ that a pipeline can plan clips without reading a single example.
 from __future__ import annotations
 
 import collections
+from collections.abc import Iterator, Sequence
 import concurrent.futures
 import dataclasses
 import hashlib
 import io
-import json
 import multiprocessing
-import os
 import pathlib
-from collections.abc import Iterator, Sequence
 
 import numpy as np
-import tensorflow_datasets as tfds
 from PIL import Image
+import tensorflow_datasets as tfds
 from tqdm import tqdm
 
-from salax.data import media
+from salax import batch
+from salax.data import avimos, clips, media
 
 __all__ = [
-    "AUDIO_SAMPLE_RATE",
     "Avimos",
     "AvimosConfig",
     "BadVideoError",
-    "VideoSource",
-    "check_manual_dir",
     "convert_video",
     "decode_jpeg",
     "decode_map_png",
     "encode_jpeg",
     "encode_map_png",
-    "find_sources",
     "kept_frames",
-    "read_splits",
-    "rescale_points",
-    "resize_map",
     "split_metadata",
     "storage_size",
     "validation_names",
 ]
 
-AUDIO_SAMPLE_RATE = 16000
 _MAP_LEVELS = 65535  # saliency maps are stored as 16-bit PNG: 1/65535 steps, finer than 10-bit sources
 
-# Where each archive unpacks inside the manual directory (see MANUAL_DOWNLOAD_INSTRUCTIONS).
-SPLIT_FILE = "TrainTestSplit.json"
-INFO_FILE = "VideoInfo.json"
-VIDEO_DIR = "Videos"
-SALIENCY_DIRS = ("SaliencyTrain/Train", "SaliencyTest/Test")
-FIXATION_DIRS = ("FixationsTrain/Train", "FixationsTest/Test")
-_SPLIT_KEYS = {
-    "train": ("train", "Train"),  # the train key's spelling is not confirmed
-    "public_test": ("public_test",),
-    "private_test": ("private_test",),
-}
 _HKEY_SPACE = 2**128  # TFDS's key space; spreading keys over it keeps its sort buckets small
 
 _CITATION = """\
@@ -135,21 +115,6 @@ def storage_size(height: int, width: int, short_side: int) -> tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def resize_map(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Antialiased bilinear resize of a float map (Pillow widens the kernel when shrinking)."""
-    if values.shape == size:
-        return values
-    image = Image.fromarray(np.ascontiguousarray(values, dtype=np.float32))  # mode "F"
-    return np.asarray(image.resize((size[1], size[0]), Image.Resampling.BILINEAR))
-
-
-def rescale_points(points: np.ndarray, source: tuple[int, int], target: tuple[int, int]) -> np.ndarray:
-    """(row, col) pixel indices on a `source` grid -> the pixels of a `target` grid holding their centres."""
-    scale = np.array(target, np.float64) / np.array(source, np.float64)
-    scaled = np.floor((points + 0.5) * scale).astype(np.int32)
-    return np.minimum(scaled, np.array(target, np.int32) - 1)
-
-
 # ----------------------------------------------------------------------------- configs
 
 
@@ -174,98 +139,7 @@ _CONFIGS = [
 ]
 
 
-# ----------------------------------------------------------------------------- finding the inputs
-
-
-@dataclasses.dataclass(frozen=True)
-class VideoSource:
-    """The three files that make one example, and the licence from VideoInfo.json."""
-
-    name: str
-    video: pathlib.Path
-    saliency: pathlib.Path
-    fixations: pathlib.Path
-    licence: str = ""
-
-
-def _read_json(path: pathlib.Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise ValueError(f"{path}: not readable JSON ({error})") from error
-
-
-def read_splits(manual_dir: pathlib.Path) -> dict[str, list[str]]:
-    """TrainTestSplit.json -> {"train", "public_test", "private_test": sorted names}."""
-    path = manual_dir / SPLIT_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{manual_dir}: missing {SPLIT_FILE} (see the manual download instructions)")
-    table = _read_json(path)
-    splits = {}
-    for split, keys in _SPLIT_KEYS.items():
-        key = next((k for k in keys if k in table), None)
-        if key is None:
-            raise ValueError(f"{path}: no {' or '.join(map(repr, keys))} key (has {sorted(table)})")
-        splits[split] = sorted(os.path.splitext(str(name))[0] for name in table[key])
-    return splits
-
-
-def _licences(manual_dir: pathlib.Path) -> dict[str, str]:
-    """VideoInfo.json -> {name: licence}; tolerant of a name-keyed object or a list of records."""
-    path = manual_dir / INFO_FILE
-    if not path.is_file():
-        return {}
-    table = _read_json(path)
-    records = table.items() if isinstance(table, dict) else ((r.get("name", ""), r) for r in table)
-    licences = {}
-    for name, record in records:
-        if isinstance(record, dict):
-            value = next((record[k] for k in ("licence", "license", "License", "Licence") if k in record), "")
-            licences[os.path.splitext(str(name))[0]] = str(value)
-    return licences
-
-
-def _locate(manual_dir: pathlib.Path, folders: Sequence[str], relative: str):
-    """(the file under the first folder that has it or None, the places looked at)."""
-    candidates = [manual_dir / folder / relative for folder in folders]
-    found = next((path for path in candidates if path.is_file()), None)
-    return found, " or ".join(map(str, candidates))
-
-
-def find_sources(manual_dir: str | os.PathLike, names: Sequence[str]) -> tuple[list[VideoSource], list[str]]:
-    """Locate every video's files: (complete sources, one line per video naming its missing files)."""
-    manual_dir = pathlib.Path(manual_dir)
-    licences = _licences(manual_dir)
-    sources, problems = [], []
-    for name in names:
-        video, video_places = _locate(manual_dir, [VIDEO_DIR], f"{name}.mp4")
-        saliency, saliency_places = _locate(manual_dir, SALIENCY_DIRS, f"{name}.mp4")
-        fixations, fixation_places = _locate(manual_dir, FIXATION_DIRS, f"{name}/fixations.json")
-        missing = [
-            f"{what} ({places})"
-            for what, path, places in [
-                ("video", video, video_places),
-                ("saliency maps", saliency, saliency_places),
-                ("fixations", fixations, fixation_places),
-            ]
-            if path is None
-        ]
-        if missing:
-            problems.append(f"video {name!r}: missing {'; '.join(missing)}")
-        else:
-            sources.append(VideoSource(name, video, saliency, fixations, licences.get(name, "")))
-    return sources, problems
-
-
-def check_manual_dir(manual_dir: pathlib.Path) -> None:
-    """Fail listing every archive folder that is absent, before any work starts."""
-    expected = [SPLIT_FILE, VIDEO_DIR, *SALIENCY_DIRS, *FIXATION_DIRS]
-    missing = [item for item in expected if not (manual_dir / item).exists()]
-    if missing:
-        raise FileNotFoundError(
-            f"{manual_dir}: missing {', '.join(missing)}. Unpack the archives as described in the "
-            f"manual download instructions (python -m salax.data.build_avimos --help)."
-        )
+# ----------------------------------------------------------------------------- the validation carve-out
 
 
 def validation_names(train_names: Sequence[str], count: int) -> list[str]:
@@ -289,21 +163,16 @@ def kept_frames(num_frames: int, source_fps: float, fps: float | None) -> np.nda
     return np.unique(np.minimum(np.floor(times * source_fps + 1e-6).astype(np.int64), num_frames - 1))
 
 
-def _read_fixations(source: VideoSource) -> list[np.ndarray]:
-    try:
-        frames = json.loads(source.fixations.read_text())
-        return [np.asarray(points, np.int32).reshape(-1, 2) for points in frames]
-    except (OSError, ValueError, TypeError) as error:
-        raise BadVideoError(source.name, f"{source.fixations}: unreadable fixations ({error})") from error
-
-
-def convert_video(source: VideoSource, config: AvimosConfig) -> dict:
+def convert_video(source: avimos.VideoSource, config: AvimosConfig) -> dict:
     """Decode, resize and encode one video with its ground truth into an example dict.
 
     Raises BadVideoError when a file is corrupt or the frame counts of the video, the map video
     and fixations.json disagree.
     """
-    fixations = _read_fixations(source)
+    try:
+        fixations = avimos.read_fixations(source.fixations)
+    except ValueError as error:
+        raise BadVideoError(source.name, str(error)) from error
     try:
         info = media.probe(source.video)
         map_info = media.probe(source.saliency)
@@ -311,9 +180,9 @@ def convert_video(source: VideoSource, config: AvimosConfig) -> dict:
         map_size = storage_size(map_info.height, map_info.width, config.short_side)
         frames = [encode_jpeg(f, config.jpeg_quality) for chunk in media.iter_frames(source.video, size=size)
                   for f in chunk]
-        maps = [encode_map_png(resize_map(m, map_size)) for chunk in media.iter_maps(source.saliency)
+        maps = [encode_map_png(clips.resize_antialiased(m, map_size)) for chunk in media.iter_maps(source.saliency)
                 for m in chunk]
-        audio = media.read_audio(source.video, sample_rate=AUDIO_SAMPLE_RATE)
+        audio = media.read_audio(source.video, sample_rate=batch.AUDIO_SAMPLE_RATE)
     except media.MediaError as error:
         raise BadVideoError(source.name, str(error)) from error
     if not len(frames) == len(maps) == len(fixations):
@@ -334,7 +203,7 @@ def convert_video(source: VideoSource, config: AvimosConfig) -> dict:
         "licence": source.licence,
         "frames": [frames[i] for i in kept],
         "saliency": [maps[i] for i in kept],
-        "fixations": rescale_points(native_points, native, map_size),
+        "fixations": clips.rescale_points(native_points, native, map_size),
         "fixations_native": native_points,
         "fixation_counts": np.array([len(p) for p in points], np.int32),
         "num_frames": len(kept),
@@ -345,7 +214,7 @@ def convert_video(source: VideoSource, config: AvimosConfig) -> dict:
     }
 
 
-def _convert_or_report(source: VideoSource, config: AvimosConfig) -> dict | BadVideoError:
+def _convert_or_report(source: avimos.VideoSource, config: AvimosConfig) -> dict | BadVideoError:
     """Worker entry point: a bad video comes back as a value so the parent decides to skip or fail."""
     try:
         return convert_video(source, config)
@@ -354,7 +223,7 @@ def _convert_or_report(source: VideoSource, config: AvimosConfig) -> dict | BadV
 
 
 def _converted(
-    sources: Sequence[VideoSource],
+    sources: Sequence[avimos.VideoSource],
     config: AvimosConfig,
     pool: concurrent.futures.Executor | None,
     window: int,
@@ -383,17 +252,7 @@ class Avimos(tfds.core.GeneratorBasedBuilder):
     RELEASE_NOTES = {"1.0.0": "First release: JPEG frames, 16-bit PNG maps, fixations, 16 kHz audio."}
     BUILDER_CONFIGS = _CONFIGS
     DEFAULT_CONFIG_NAME = "s224"
-    MANUAL_DOWNLOAD_INSTRUCTIONS = f"""\
-Download AViMoS from the AIM 2024 Video Saliency Prediction challenge (msu-video-group,
-ECCVW24_Saliency_Prediction) and unpack every archive into the manual directory, keeping the folders
-inside the archives:
-  Videos.zip           -> {VIDEO_DIR}/<name>.mp4
-  SaliencyTrain.zip    -> {SALIENCY_DIRS[0]}/<name>.mp4
-  SaliencyTest.zip     -> {SALIENCY_DIRS[1]}/<name>.mp4
-  FixationsTrain.zip   -> {FIXATION_DIRS[0]}/<name>/fixations.json
-  FixationsTest.zip    -> {FIXATION_DIRS[1]}/<name>/fixations.json
-  {SPLIT_FILE}, {INFO_FILE} -> the manual directory itself
-"""
+    MANUAL_DOWNLOAD_INSTRUCTIONS = avimos.UNPACKING
 
     def __init__(self, *, workers: int = 1, skip_bad: bool = False, **kwargs):
         """`workers` processes convert videos; `skip_bad` skips unconvertible videos, listed in `skipped`."""
@@ -403,9 +262,19 @@ inside the archives:
         self._skip_bad = skip_bad
         self._pool: concurrent.futures.Executor | None = None
         self.skipped: list[str] = []
+        self.reused = False  # set by download_and_prepare: an existing build was kept, nothing converted
 
     def download_and_prepare(self, **kwargs) -> None:
-        """TFDS's, with one pool of spawned worker processes shared by all splits (none for 1 worker)."""
+        """TFDS's, with one pool of spawned worker processes shared by all splits (none for 1 worker).
+
+        An existing build is kept unless the download mode overwrites it; then `reused` is set and
+        `skipped` lists what that earlier build skipped, so a caller can say so.
+        """
+        config = kwargs.get("download_config") or tfds.download.DownloadConfig()
+        if self.is_prepared() and not config.download_mode.overwrite_dataset:
+            self.reused = True
+            self.skipped = list(self.info.metadata.get("skipped", []))
+            return None
         if self._workers <= 1:
             return super().download_and_prepare(**kwargs)
         context = multiprocessing.get_context("spawn")  # no fork of a parent's threads and locks
@@ -444,12 +313,12 @@ inside the archives:
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         manual_dir = pathlib.Path(dl_manager.manual_dir)
-        check_manual_dir(manual_dir)
-        splits = read_splits(manual_dir)
+        avimos.check_manual_dir(manual_dir)
+        splits = avimos.read_splits(manual_dir)
         held_out = set(validation_names(splits["train"], self.builder_config.validation_videos))
         splits["validation"] = sorted(held_out)
         splits["train"] = [name for name in splits["train"] if name not in held_out]
-        sources = {split: find_sources(manual_dir, names) for split, names in splits.items()}
+        sources = {split: avimos.find_sources(manual_dir, names) for split, names in splits.items()}
         problems = [problem for _, found in sources.values() for problem in found]
         if problems and not self._skip_bad:
             raise FileNotFoundError(
@@ -460,7 +329,7 @@ inside the archives:
         self.info.metadata["skipped"] = self.skipped
         return {split: self._generate_examples(split, found) for split, (found, _) in sources.items() if found}
 
-    def _generate_examples(self, split: str, sources: Sequence[VideoSource]):
+    def _generate_examples(self, split: str, sources: Sequence[avimos.VideoSource]):
         """Yield (key, example) in name order; the int keys tell TFDS to keep that order."""
         index = {"names": [], "num_frames": []}
         self.info.metadata.setdefault("splits", {})[split] = index

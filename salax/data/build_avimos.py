@@ -21,12 +21,19 @@ def build(
     config: str | avimos_builder.AvimosConfig = avimos_builder.Avimos.DEFAULT_CONFIG_NAME,
     workers: int = 1,
     skip_bad: bool = False,
+    rebuild: bool = False,
 ) -> avimos_builder.Avimos:
-    """Convert every video of the manual directory; returns the builder (its `skipped` lists skips)."""
+    """Convert every video of the manual directory; returns the builder (its `skipped` lists skips).
+
+    An existing build of the same config and version is kept (`builder.reused`; its `skipped` are the
+    videos that build left out) unless `rebuild`, which converts everything again and replaces it.
+    """
     builder = avimos_builder.Avimos(
         data_dir=os.fspath(data_dir), config=config, workers=workers, skip_bad=skip_bad
     )
-    download = tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir))
+    mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if rebuild
+            else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
+    download = tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir), download_mode=mode)
     builder.download_and_prepare(download_config=download)
     return builder
 
@@ -64,6 +71,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip videos with missing files, corrupt media or disagreeing frame counts, and list them",
     )
+    parser.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="convert again and replace an existing build of this config (after fixing skipped videos)",
+    )
     return parser
 
 
@@ -73,18 +85,24 @@ def main(argv: list[str] | None = None) -> int:
         _parser().error("--workers must be at least 1")
     try:
         builder = build(
-            args.manual_dir, args.data_dir, config=args.config, workers=args.workers, skip_bad=args.skip_bad
+            args.manual_dir, args.data_dir, config=args.config, workers=args.workers, skip_bad=args.skip_bad,
+            rebuild=args.rebuild,
         )
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(f"built {builder.data_dir}")
+    if builder.reused:
+        print(f"kept the existing build {builder.data_dir} (nothing converted; --rebuild replaces it)")
+    else:
+        print(f"built {builder.data_dir}")
     for split, info in builder.info.splits.items():
         print(f"  {split}: {info.num_examples} videos, {info.num_bytes / 2**20:.1f} MiB")
     if builder.skipped:
-        print(f"skipped {len(builder.skipped)} video(s):")
+        print(f"{'that build' if builder.reused else 'this build'} skipped {len(builder.skipped)} video(s):")
         for problem in builder.skipped:
             print(f"  {problem}")
+        if builder.reused:
+            print("once they are fixed, convert them with the same command and --rebuild")
     return 0
 
 

@@ -7,14 +7,18 @@ optionally resampled in time; saliency maps are read from the luma plane at the 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 import contextlib
 import dataclasses
-import os
-from collections.abc import Iterable, Iterator
 from fractions import Fraction
+import functools
+import os
 
 import av
 import numpy as np
+
+from salax import batch
+from salax.data import clips
 
 __all__ = [
     "MediaError",
@@ -22,6 +26,8 @@ __all__ = [
     "probe",
     "iter_frames",
     "read_frames",
+    "TimedFrame",
+    "iter_timed_frames",
     "iter_maps",
     "read_maps",
     "read_audio",
@@ -50,6 +56,7 @@ class VideoInfo:
     rotation: int  # counter-clockwise degrees the display matrix asks for: 0, 90, 180 or 270
     has_audio: bool
     duration: float
+    audio_rate: int = 0  # samples per second of the first audio track (0 without audio)
 
 
 # ----------------------------------------------------------------------------------------- reading
@@ -130,6 +137,7 @@ def probe(path: str | os.PathLike) -> VideoInfo:
             rotation=90 * turns,
             has_audio=bool(container.streams.audio),
             duration=num_frames / fps,
+            audio_rate=int(container.streams.audio[0].rate or 0) if container.streams.audio else 0,
         )
 
 
@@ -221,21 +229,53 @@ def iter_frames(
                 repeats = timeline.repeats_until(end)
                 if repeats == 0:
                     continue  # dropped by the rate change: skip the colour conversion too
-                turns = _quarter_turns(frame.rotation)
-                width, height = (None, None) if size is None else (size[1], size[0])
-                if turns % 2 and size is not None:
-                    width, height = height, width
-                rgb = frame.to_ndarray(width=width, height=height, format="rgb24")
-                rgb = np.rot90(rgb, turns) if turns else rgb
+                rgb = _upright_rgb(frame, size)
                 for _ in range(repeats):
                     yield rgb
 
     return _chunked(upright_rgb(), chunk)
 
 
+def _upright_rgb(frame: av.VideoFrame, size: tuple[int, int] | None) -> np.ndarray:
+    """uint8 RGB [H, W, 3] as displayed (rotation applied), scaled to upright `size` by libswscale."""
+    turns = _quarter_turns(frame.rotation)
+    width, height = (None, None) if size is None else (size[1], size[0])
+    if turns % 2 and size is not None:
+        width, height = height, width
+    rgb = frame.to_ndarray(width=width, height=height, format="rgb24")
+    return np.rot90(rgb, turns) if turns else rgb
+
+
 def read_frames(path: str | os.PathLike, **kwargs) -> np.ndarray:
     """All frames as one array [T, H, W, 3]; same options as iter_frames. For short videos."""
     return np.concatenate(list(iter_frames(path, **kwargs)))
+
+
+@dataclasses.dataclass(frozen=True)
+class TimedFrame:
+    """One decoded frame, upright, at each requested size, and when it leaves the screen."""
+
+    index: int
+    end: float  # seconds after the first frame's timestamp: the next frame's time (or one period)
+    images: tuple[np.ndarray, ...]  # uint8 RGB [H, W, 3], one per size asked for
+
+
+def iter_timed_frames(
+    path: str | os.PathLike, *, sizes: tuple[tuple[int, int] | None, ...] = (None,)
+) -> Iterator[TimedFrame]:
+    """Every frame once, in order, with its real timing (variable frame rates too), at several sizes.
+
+    Each of `sizes` is an upright (height, width) for libswscale, or None for the native size; all come
+    from the same decoded frame. A stream that breaks part-way raises MediaError after the frames that
+    decoded (the caller knows how many it got).
+    """
+    for size in sizes:
+        _check_size(size)
+    with _open_input(path) as container:
+        stream = _video_stream(container, path)
+        frames = _decoded_frames(container, stream, path)
+        for index, (frame, end) in enumerate(_frame_ends(frames, _stream_fps(stream, path))):
+            yield TimedFrame(index, end, tuple(_upright_rgb(frame, size) for size in sizes))
 
 
 def _plane_array(plane, dtype: np.dtype) -> np.ndarray:
@@ -283,7 +323,7 @@ def _first_time(frames: Iterable[av.VideoFrame]) -> float | None:
     return next((frame.time for frame in frames if frame.time is not None), None)
 
 
-def read_audio(path: str | os.PathLike, *, sample_rate: int = 16000) -> np.ndarray | None:
+def read_audio(path: str | os.PathLike, *, sample_rate: int = batch.AUDIO_SAMPLE_RATE) -> np.ndarray | None:
     """Mono float32 audio at `sample_rate`, sample 0 at the first video frame's timestamp.
 
     Audio that starts later than the video is preceded by silence, audio that starts earlier is cut,
@@ -348,7 +388,8 @@ def _output(path: str | os.PathLike) -> Iterator[av.container.OutputContainer]:
     container.close()
 
 
-def _add_h264(container, *, fps: float, height: int, width: int, bit_depth: int, lossless: bool):
+def _add_h264(container, *, fps: float, height: int, width: int, bit_depth: int, lossless: bool,
+              preset: str | None = None):
     """An x264 stream; 4:2:0 when the size allows it (even sides), else 4:4:4."""
     chroma = "420" if height % 2 == 0 and width % 2 == 0 else "444"
     stream = container.add_stream("libx264", rate=_rate(fps))
@@ -361,6 +402,8 @@ def _add_h264(container, *, fps: float, height: int, width: int, bit_depth: int,
         # crf 18: visually lossless, still small. x264's macroblock-tree rate control reads
         # uninitialised memory in its assembly, so with it the bytes vary from run to run.
         stream.codec_context.options = {"crf": "18", "x264-params": "mbtree=0"}
+    if preset is not None:
+        stream.codec_context.options = {**stream.codec_context.options, "preset": preset}
     return stream
 
 
@@ -403,11 +446,13 @@ def write_map_video(
     *,
     fps: float,
     bit_depth: int = 10,
+    preset: str | None = None,
 ) -> None:
     """Write saliency maps (each [H, W] in [0, 1]) as a lossless full-range grey H.264 video.
 
     10-bit (yuv420p10le, qp 0) is how AViMoS ships its ground truth; 8-bit is the submission format.
-    Maps stream in: an iterator of frames is never held whole.
+    Maps stream in: an iterator of frames is never held whole. `preset` (an x264 preset) trades file
+    size for speed; every preset is lossless here (x264's default, medium, when None).
     """
     if bit_depth not in (8, 10):
         raise ValueError(f"bit_depth must be 8 or 10, got {bit_depth}")
@@ -421,7 +466,7 @@ def write_map_video(
             if stream is None:
                 shape = values.shape
                 stream = _add_h264(container, fps=fps, height=shape[0], width=shape[1],
-                                   bit_depth=bit_depth, lossless=True)
+                                   bit_depth=bit_depth, lossless=True, preset=preset)
             levels = np.rint(np.clip(values, 0.0, 1.0) * top).astype(dtype)
             frame = _map_frame(levels, stream.pix_fmt, mid=(top + 1) // 2)
             frame.pts = index
@@ -444,30 +489,36 @@ def colorize(values: np.ndarray) -> np.ndarray:
     return rgb.reshape(*np.shape(values), 3).astype(np.uint8)
 
 
-def _resize_bilinear(values: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bilinear resize with half-pixel centres (OpenCV's convention), for overlaying small maps."""
-    if values.shape == (height, width):
-        return values
-
-    def axis(source: int, target: int):
-        coords = np.clip((np.arange(target) + 0.5) * source / target - 0.5, 0, source - 1)
-        low = np.floor(coords).astype(int)
-        high = np.minimum(low + 1, source - 1)
-        return low, high, (coords - low).astype(np.float32)
-
-    r0, r1, fr = axis(values.shape[0], height)
-    c0, c1, fc = axis(values.shape[1], width)
-    rows = values[r0] * (1 - fr)[:, None] + values[r1] * fr[:, None]
-    return rows[:, c0] * (1 - fc) + rows[:, c1] * fc
-
-
 def _blend(frame: np.ndarray, values: np.ndarray, alpha: float = 0.6) -> np.ndarray:
     """Heat colours over the frame, opaque where saliency is high, clear where it is zero."""
-    values = _resize_bilinear(values, *frame.shape[:2])
+    values = clips.resize_antialiased(values, frame.shape[:2])
     span = values.max() - values.min()
     values = (values - values.min()) / span if span > 0 else np.zeros_like(values)
     weight = (alpha * values)[..., None]
     return (frame * (1 - weight) + colorize(values) * weight).astype(np.uint8)
+
+
+_COPYABLE_AUDIO = {"aac", "mp3", "ac3", "eac3", "alac", "opus", "flac"}  # audio codecs an mp4 carries
+
+
+def _copyable_audio(source: av.container.InputContainer):
+    """The source's first audio stream when its packets can go into an mp4 as they are, else None."""
+    streams = source.streams.audio
+    return streams[0] if streams and streams[0].codec_context.name in _COPYABLE_AUDIO else None
+
+
+def _copy_packets(container, stream, source: av.container.InputContainer, template) -> None:
+    """Mux `template`'s packets into `stream`, shifted so the source's first video frame time is 0."""
+    video = source.streams.video[0] if source.streams.video else None
+    start = float(video.start_time * video.time_base) if video is not None and video.start_time is not None else 0.0
+    offset = round(start / template.time_base)
+    source.seek(0)
+    for packet in source.demux(template):
+        if packet.dts is None:  # the demuxer's end-of-stream marker
+            continue
+        packet.pts, packet.dts = packet.pts - offset, packet.dts - offset
+        packet.stream = stream
+        container.mux(packet)
 
 
 def write_video(
@@ -476,17 +527,28 @@ def write_video(
     *,
     fps: float,
     audio: np.ndarray | None = None,
-    sample_rate: int = 16000,
+    sample_rate: int = batch.AUDIO_SAMPLE_RATE,
+    audio_from: str | os.PathLike | None = None,
 ) -> None:
     """Write uint8 RGB frames [H, W, 3] as H.264 (+ AAC mono audio whose sample 0 plays with frame 0).
 
-    Frames stream in; 4:2:0 chroma for even sizes, 4:4:4 otherwise.
+    Frames stream in; 4:2:0 chroma for even sizes, 4:4:4 otherwise. `audio_from` (instead of `audio`)
+    names a video whose first audio track is copied packet by packet (codec, channels and rate kept,
+    aligned to its first video frame) when an mp4 can carry it, else re-encoded, mixed to mono at its
+    own rate.
     """
     path = os.fspath(path)
-    stream = None
-    with _output(path) as container:
+    stream = copied = None
+    with contextlib.ExitStack() as stack, _output(path) as container:
+        source = template = None
+        if audio_from is not None:
+            source = stack.enter_context(_open_input(audio_from))
+            template = _copyable_audio(source)
+            if template is None and source.streams.audio:
+                sample_rate = source.streams.audio[0].rate
+                audio = read_audio(audio_from, sample_rate=sample_rate)
         audio_stream = None
-        if audio is not None:
+        if audio is not None and template is None:
             audio_stream = container.add_stream("aac", rate=sample_rate)
             audio_stream.layout = "mono"
         for index, frame in enumerate(frames):
@@ -494,12 +556,16 @@ def write_video(
             if stream is None:
                 stream = _add_h264(container, fps=fps, height=frame.shape[0],
                                    width=frame.shape[1], bit_depth=8, lossless=False)
+                if template is not None:
+                    copied = container.add_stream_from_template(template)
             video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
             video_frame.pts = index
             _encode(container, stream, video_frame)
         if stream is None:
             raise MediaError(f"{path}: no frames to write")
         _encode(container, stream, None)
+        if copied is not None:
+            _copy_packets(container, copied, source, template)
         if audio_stream is not None:
             samples = np.ascontiguousarray(np.asarray(audio, np.float32).reshape(1, -1))
             audio_frame = av.AudioFrame.from_ndarray(samples, format="flt", layout="mono")
@@ -516,12 +582,13 @@ def write_overlay_video(
     *,
     fps: float,
     audio: np.ndarray | None = None,
-    sample_rate: int = 16000,
+    sample_rate: int = batch.AUDIO_SAMPLE_RATE,
+    audio_from: str | os.PathLike | None = None,
 ) -> None:
     """Write frames with their saliency maps blended on as heat colours, keeping the audio.
 
     Maps may be smaller than the frames (model resolution); they are resized bilinearly and min-max
-    normalised per frame. Frames and maps must be equally many.
+    normalised per frame. Frames and maps must be equally many. Audio as in `write_video`.
     """
     path = os.fspath(path)
 
@@ -535,4 +602,205 @@ def write_overlay_video(
         if next(map_iter, None) is not None:
             raise MediaError(f"{path}: more maps than frames")
 
-    write_video(path, blended(), fps=fps, audio=audio, sample_rate=sample_rate)
+    write_video(path, blended(), fps=fps, audio=audio, sample_rate=sample_rate, audio_from=audio_from)
+
+
+# ------------------------------------------------------------ frames as the ffmpeg CLI's PNGs read by OpenCV
+# The AIM organisers extract frames with `ffmpeg -v error -i VIDEO DIR/%03d.png` and read each one with
+# `cv2.imread(path, cv2.IMREAD_UNCHANGED)`. The CLI rotates by the display matrix, then converts each frame to the
+# PNG encoder's closest pixel format in a libavfilter `scale` filter with the CLI's swscale flags ("bicubic");
+# OpenCV returns colour as BGR. Running the same filters in-process gives the same arrays with no file written.
+# (PyAV's `reformat` drives swscale differently: measured, it moves 10-bit 4:2:0 colour by up to a third of the
+# range, so it is not used here.) Like the CLI on constant-rate videos, every decoded frame gives one array; for
+# variable-rate videos the CLI's constant-rate output may repeat or drop frames, which this does not.
+
+_CLI_SWS_FLAGS = "flags=bicubic"  # the ffmpeg CLI's default swscale flags for automatically inserted scalers
+# Display rotation (counter-clockwise quarter turns) -> the filters the CLI's autorotation inserts before scaling.
+_CLI_ROTATION_FILTERS = {1: (("transpose", "cclock"),), 2: (("hflip", ""), ("vflip", "")), 3: (("transpose", "clock"),)}
+
+
+def cli_png_format(pixel_format: str) -> str:
+    """The PNG pixel format `ffmpeg -i VIDEO %03d.png` writes for decoded frames of `pixel_format`.
+
+    Gray sources give 1-channel PNGs, everything else RGB(A); 8 bits or less stay 8-bit, deeper ones become 16-bit.
+    Palette, 1-bit and gray+alpha sources raise MediaError: OpenCV expands those PNGs in ways not reproduced here.
+    """
+    source = av.VideoFormat(pixel_format)
+    colour = [c for c in source.components if not c.is_alpha]
+    alpha = len(colour) < len(source.components)
+    bits = max(c.bits for c in colour)
+    if source.has_palette or bits < 8 or (len(colour) == 1 and alpha):
+        raise MediaError(f"frames in {pixel_format} are not supported (palette, 1-bit or gray with alpha)")
+    if len(colour) == 1:
+        return "gray" if bits <= 8 else "gray16be"
+    if alpha:
+        return "rgba" if bits <= 8 else "rgba64be"
+    return "rgb24" if bits <= 8 else "rgb48be"
+
+
+def _opencv_order(frame: av.VideoFrame) -> np.ndarray:
+    """A decoded RGB(A) or gray frame as OpenCV's IMREAD_UNCHANGED array: BGR(A), native-endian, contiguous."""
+    array = frame.to_ndarray()
+    if array.ndim == 3:
+        array = array[..., [2, 1, 0, 3][: array.shape[2]]]  # fancy indexing: a contiguous copy
+    return np.ascontiguousarray(array.astype(array.dtype.newbyteorder("="), copy=False))
+
+
+def _cli_graph(width: int, height: int, pixel_format: str, time_base, turns: int) -> av.filter.Graph:
+    """The CLI's filters for one video: its autorotation, then `scale` (flags=bicubic) to the PNG format."""
+    graph = av.filter.Graph()
+    last = graph.add_buffer(width=width, height=height, format=pixel_format, time_base=time_base)
+    filters = [*_CLI_ROTATION_FILTERS.get(turns, ()), ("scale", _CLI_SWS_FLAGS),
+               ("format", f"pix_fmts={cli_png_format(pixel_format)}")]
+    for name, arguments in filters:
+        node = graph.add(name, arguments)
+        last.link_to(node)
+        last = node
+    last.link_to(graph.add("buffersink"))
+    graph.configure()
+    return graph
+
+
+def _neutral_chroma(pixel_format: str) -> int | None:
+    """The chroma sample of grey in a planar little-endian YUV format without alpha (None for any other)."""
+    source = av.VideoFormat(pixel_format)
+    if source.is_rgb or source.is_big_endian or len(source.components) != 3 or not pixel_format.startswith("yuv"):
+        return None
+    return 1 << (source.components[1].bits - 1)
+
+
+@functools.lru_cache(maxsize=16)
+def _luma_table(pixel_format: str, width: int, height: int, color_range: int, colorspace: int) -> np.ndarray | None:
+    """luma sample -> the value of all three channels of the CLI's PNG, for frames with neutral chroma.
+
+    Measured on one probe frame of the same size, format, range and matrix, whose pixel i holds level
+    7 i mod 2^bits (7 is odd: any 2^bits consecutive pixels hold every level once), so every level is seen
+    at two positions at least; None when any probe pixel disagrees, or for frames too small for the probe
+    (they are cheap to convert in full). Cached: a dataset's videos share a few formats.
+    """
+    source = av.VideoFormat(pixel_format)
+    bits = source.components[0].bits
+    levels, dtype = 2**bits, np.dtype(np.uint8 if bits <= 8 else "<u2")
+    if width * height < 2 * levels:
+        return None
+    probe = av.VideoFrame(width, height, pixel_format)
+    probe.color_range, probe.colorspace = color_range, colorspace
+    luma = (np.arange(width * height, dtype=np.int64) * 7 % levels).astype(dtype)
+    _plane_array(probe.planes[0], dtype)[...] = luma.reshape(height, width)
+    for plane in probe.planes[1:]:
+        _plane_array(plane, dtype)[...] = _neutral_chroma(pixel_format)
+    graph = _cli_graph(width, height, pixel_format, Fraction(1, 1000), 0)
+    graph.push(probe)
+    out = graph.pull().to_ndarray().reshape(-1, 3)
+    value = out[:, 0]
+    if not (np.array_equal(value, out[:, 1]) and np.array_equal(value, out[:, 2])):
+        return None
+    table = np.empty(levels, value.dtype.newbyteorder("="))
+    table[luma[:levels]] = value[:levels]
+    table.flags.writeable = False  # shared by every video of this format through the cache
+    return table if np.array_equal(table[luma], value) else None
+
+
+class _CliConversion:
+    """One video's frames through the CLI's filters, or through a table where that provably gives the same.
+
+    With `collapse`, a planar YUV frame whose chroma is exactly neutral (a grey map, like AViMoS's truth) has
+    equal B, G and R that depend on luma alone; the table from luma to that value is measured by converting a
+    probe frame of the same size, format and range through the same filters (`_luma_table`, used only if every
+    probe pixel agrees with it). Such frames come out as [H, W, 1]: the conversion and two thirds of
+    the data skipped, the same image for any per-pixel mean over channels.
+    """
+
+    def __init__(self, first: av.VideoFrame, stream, path: str, collapse: bool):
+        self.path = path
+        self.key = (first.format.name, first.width, first.height, _quarter_turns(first.rotation))
+        self.time_base = stream.time_base or Fraction(1, 1000)
+        self.graph = _cli_graph(first.width, first.height, first.format.name, self.time_base, self.key[3])
+        self.neutral = _neutral_chroma(first.format.name) if collapse else None
+        self.table = None if self.neutral is None else _luma_table(
+            first.format.name, first.width, first.height, int(first.color_range), int(first.colorspace))
+        self.shift = None  # when the table is a left shift (full-range 10-bit -> 16-bit: v * 64), shift instead
+        if self.table is not None:
+            levels = np.arange(len(self.table), dtype=self.table.dtype)
+            self.shift = next((bits for bits in range(8) if np.array_equal(self.table, levels << bits)), None)
+
+    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
+        key = (frame.format.name, frame.width, frame.height, _quarter_turns(frame.rotation))
+        if key != self.key:
+            raise MediaError(f"{self.path}: the frames change format, size or rotation mid-stream ({self.key} -> "
+                             f"{key}); the ffmpeg CLI would re-configure its filters, this reader does not")
+        if self.table is not None:
+            dtype = np.dtype(self.table.dtype).newbyteorder("<")
+            if all((_plane_array(plane, dtype) == self.neutral).all() for plane in frame.planes[1:]):
+                luma = _plane_array(frame.planes[0], dtype)
+                grey = np.left_shift(luma, self.shift) if self.shift is not None else np.take(self.table, luma)
+                return np.ascontiguousarray(np.rot90(grey, key[3]))[..., None] if key[3] else grey[..., None]
+        self.graph.push(frame)
+        return _opencv_order(self.graph.pull())
+
+
+def _chunked_by_shape(arrays: Iterable[np.ndarray], chunk: int) -> Iterator[np.ndarray]:
+    """Like `_chunked`, but a change of shape (collapsed or not) starts a new chunk."""
+    if chunk == 1:
+        yield from (array[None] for array in arrays)  # a view: no copy
+        return
+    buffer: list[np.ndarray] = []
+    for array in arrays:
+        if buffer and (len(buffer) == chunk or array.shape != buffer[0].shape):
+            yield np.stack(buffer)
+            buffer = []
+        buffer.append(array)
+    if buffer:
+        yield np.stack(buffer)
+
+
+def iter_cli_frames(path: str | os.PathLike, *, chunk: int = 16, collapse_grey: bool = False,
+                    threads: int = 0) -> Iterator[np.ndarray]:
+    """Stream a video as chunks [n, H, W, C] (or [n, H, W] for gray) equal to `cv2.imread(IMREAD_UNCHANGED)` of the
+    PNGs the ffmpeg CLI writes: BGR uint8 for 8-bit colour, BGR uint16 for deeper colour, one channel for gray.
+
+    collapse_grey: frames whose three channels are equal (see `_CliConversion`) come as [n, H, W, 1] instead,
+    several times faster; chunks never mix the two shapes. threads: decoder threads (0: FFmpeg's choice; 1
+    costs about 10% less CPU per frame where other videos keep the cores busy). No frame touches the disk and
+    only `chunk` frames are held at a time, so 1080p videos stream in bounded memory.
+    """
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+
+    def frames() -> Iterator[np.ndarray]:
+        with _open_input(path) as container:
+            stream = _video_stream(container, path)
+            if threads:
+                stream.thread_count = threads
+            convert = None
+            for frame in _decoded_frames(container, stream, path):
+                convert = convert or _CliConversion(frame, stream, os.fspath(path), collapse_grey)
+                yield convert(frame)
+
+    return _chunked_by_shape(frames(), chunk)
+
+
+def read_png(path: str | os.PathLike) -> np.ndarray:
+    """One PNG as `cv2.imread(path, cv2.IMREAD_UNCHANGED)` gives it (BGR(A) or gray, 8 or 16 bits), without OpenCV.
+
+    PNG is lossless, so the decoded samples are the file's; only the channel order and byte order are OpenCV's.
+    """
+    with _open_input(path) as container:
+        stream = _video_stream(container, path)
+        frame = next(container.decode(stream), None)
+    if frame is None:
+        raise MediaError(f"{os.fspath(path)}: holds no decodable image")
+    if frame.format.name not in ("gray", "gray16be", "rgb24", "rgb48be", "rgba", "rgba64be"):
+        raise MediaError(f"{os.fspath(path)}: PNG pixel format {frame.format.name} is not read (only gray, RGB and "
+                         "RGBA PNGs of 8 or 16 bits, which is what the ffmpeg CLI writes for videos)")
+    return _opencv_order(frame)
+
+
+def count_frames(path: str | os.PathLike) -> int:
+    """A video's frame count from its container index, or by demuxing (not decoding) where it has none."""
+    with _open_input(path) as container:
+        stream = _video_stream(container, path)
+        return stream.frames or _count_packets(container, stream)
+
+
+__all__ += ["cli_png_format", "count_frames", "iter_cli_frames", "read_png"]

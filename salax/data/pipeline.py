@@ -5,11 +5,7 @@ Public API (all arrays numpy, process-local):
 - `train_dataset(data_dir, *, builder_config, split, clip_frames, stride, image_size, target, audio,
   max_fixations, batch_size, seed, shard_index, shard_count, flip, ...)` -> a grain `IterDataset`;
   `iter()` of it is a `grain.DatasetIterator` whose `get_state()`/`set_state()` resume exactly (save it
-  with the model checkpoint). Batches follow the batch contract:
-    video [B, T, H, W, 3] float32, ImageNet-normalised   audio [B, S] float32 (zeros without sound)
-    has_audio [B] bool                                    saliency [B, H, W] ("last") | [B, T, H, W] ("all")
-    fixations [B, N, 2] | [B, T, N, 2] int32 (row, col) on the H x W grid, zero-padded
-    num_fixations [B] | [B, T] int32
+  with the model checkpoint). Batches follow the batch contract (`salax.batch`).
 - `to_global_batch(batch, sharding)` -> the same dict as jax.Arrays laid out on a mesh's data sharding.
 - `eval_clips(data_dir, *, builder_config, split, clip_frames, stride, image_size, batch_size, ...)`
   -> batches holding every frame of every video exactly once, in order, as causal sliding clips, with
@@ -17,16 +13,13 @@ Public API (all arrays numpy, process-local):
   `frame_index` and a `valid` mask (a video's last batch is padded up to `batch_size`).
 - `list_videos(data_dir, *, builder_config, split)` -> {name: num_frames} in example order.
 
-Clip rules. A clip ending at frame e holds frames e - (T-1) * stride, ..., e - stride, e; indices before
-the first frame repeat the first frame (this pads the start of every video in evaluation, and videos
-shorter than the clip span in training). Training samples uniformly over all clip positions: each
-video offers max(1, num_frames - span + 1) end frames (span = (T-1) * stride + 1), and every position
-is visited once per epoch, shuffled per epoch within blocks of videos so that a stored video is read
-once per block rather than once per clip (ClipOrder). The target is the clip's last frame ("last",
-causal) or every frame ("all"). Frames, maps and fixations are resized to `image_size` (height, width)
-as a whole, without cropping; the random horizontal flip mirrors frames, maps and fixations together.
-The audio window is the S samples that end where the clip's last frame ends on screen (S defaults to
-the clip's span at the build's frame rate); sound before the video or after its track is silence.
+Clip rules (`salax.data.clips`: frame indices with first-frame padding, audio window, resizing,
+normalisation). Training samples uniformly over all clip positions: each video offers
+max(1, num_frames - span + 1) end frames (span = (T-1) * stride + 1), and every position is visited
+once per epoch, shuffled per epoch within blocks of videos so that a stored video is read once per
+block rather than once per clip (ClipOrder). The target is the clip's last frame ("last", causal) or
+every frame ("all"). Frames, maps and fixations are resized to `image_size` (height, width) as a
+whole, without cropping; the random horizontal flip mirrors frames, maps and fixations together.
 Fixations beyond `max_fixations` per frame are dropped in training (the first ones are kept) and are
 an error in evaluation, where every one counts.
 """
@@ -34,18 +27,18 @@ an error in evaluation, where every one counts.
 from __future__ import annotations
 
 import collections
+from collections.abc import Iterator, Sequence
 import dataclasses
 import os
 import threading
-from collections.abc import Iterator, Sequence
 from typing import Any
 
 import grain
 import jax
 import numpy as np
-from PIL import Image
 
-from salax.data import avimos_builder
+from salax import batch as batch_contract
+from salax.data import avimos_builder, clips
 
 __all__ = [
     "ClipSpec",
@@ -54,11 +47,6 @@ __all__ = [
     "to_global_batch",
     "train_dataset",
 ]
-
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
-_NOMINAL_FPS = 30.0  # AViMoS's frame rate: sets the default audio window of a native-rate build
-_TARGETS = ("last", "all")
 
 
 # ----------------------------------------------------------------------------- the split on disk
@@ -109,53 +97,26 @@ class ClipSpec:
             raise ValueError(f"clip_frames and stride must be >= 1, got {self.clip_frames}, {self.stride}")
         if len(self.image_size) != 2 or min(self.image_size) < 1:
             raise ValueError(f"image_size must be (height, width), got {self.image_size!r}")
-        if self.target not in _TARGETS:
-            raise ValueError(f"target must be one of {_TARGETS}, got {self.target!r}")
+        if self.target not in batch_contract.TARGET_MODES:
+            raise ValueError(f"target must be one of {batch_contract.TARGET_MODES}, got {self.target!r}")
         if self.max_fixations < 1 or self.audio_samples < 0:
             raise ValueError(f"max_fixations must be >= 1 and audio_samples >= 0, got {self}")
 
     @property
     def span(self) -> int:
         """Source frames from a clip's first to its last frame, both included."""
-        return (self.clip_frames - 1) * self.stride + 1
+        return clips.clip_span(self.clip_frames, self.stride)
 
     def frame_indices(self, end: int) -> np.ndarray:
         """The clip's frame indices ending at `end`; before the video starts, the first frame."""
-        return np.maximum(end - self.stride * np.arange(self.clip_frames - 1, -1, -1), 0)
-
-
-def default_audio_samples(clip_frames: int, stride: int, fps: float | None) -> int:
-    """Samples covering the clip's span at the build's frame rate (AViMoS's 30 fps when native)."""
-    return round(clip_frames * stride * avimos_builder.AUDIO_SAMPLE_RATE / (fps or _NOMINAL_FPS))
+        return clips.frame_indices(end, self.clip_frames, self.stride)
 
 
 def _spec(fps: float | None, audio_samples: int | None, **fields) -> ClipSpec:
     """A ClipSpec whose audio window defaults to the clip's span at the build's frame rate."""
     if audio_samples is None:
-        audio_samples = default_audio_samples(fields["clip_frames"], fields["stride"], fps)
+        audio_samples = clips.default_audio_samples(fields["clip_frames"], fields["stride"], fps)
     return ClipSpec(audio_samples=audio_samples, **fields)
-
-
-def _resize_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    if frame.shape[:2] == size:
-        return frame
-    return np.asarray(Image.fromarray(frame).resize((size[1], size[0]), Image.Resampling.BILINEAR))
-
-
-_SCALE = 1 / (255 * IMAGENET_STD)
-_OFFSET = -IMAGENET_MEAN / IMAGENET_STD
-
-
-def normalise(frames: np.ndarray) -> np.ndarray:
-    """uint8 RGB [..., W, 3] -> float32 ImageNet-normalised: (x / 255 - mean) / std as a multiply-add.
-
-    Works on whole image rows: numpy is slow when broadcasting over a last axis of only 3 channels.
-    """
-    values = frames.astype(np.float32)
-    rows = values.reshape(-1, frames.shape[-2] * 3)
-    rows *= np.tile(_SCALE, frames.shape[-2])
-    rows += np.tile(_OFFSET, frames.shape[-2])
-    return values
 
 
 def _frame_points(example: dict, key: str, frame: int) -> np.ndarray:
@@ -172,31 +133,20 @@ def _padded(points: np.ndarray, width: int) -> tuple[np.ndarray, int]:
     return padded, len(kept)
 
 
-def audio_window(audio: np.ndarray, end: int, fps: float, num_samples: int) -> np.ndarray:
-    """The `num_samples` samples ending where frame `end` leaves the screen; silence outside the track."""
-    stop = round((end + 1) * avimos_builder.AUDIO_SAMPLE_RATE / fps)
-    start = stop - num_samples
-    window = np.zeros(num_samples, np.float32)
-    lo, hi = max(start, 0), min(stop, len(audio))
-    if hi > lo:
-        window[lo - start : hi - start] = audio[lo:hi]
-    return window
-
-
 def load_clip(example: dict, end: int, spec: ClipSpec, flip: bool) -> dict[str, np.ndarray]:
     """One training element (the batch contract without the batch axis) for the clip ending at `end`."""
     indices = spec.frame_indices(end)
     decoded = {i: avimos_builder.decode_jpeg(example["frames"][i]) for i in np.unique(indices)}
-    frames = np.stack([_resize_frame(decoded[i], spec.image_size) for i in indices])
+    frames = np.stack([clips.resize_antialiased(decoded[i], spec.image_size) for i in indices])
     targets = indices[-1:] if spec.target == "last" else indices
     maps = np.stack([
-        avimos_builder.resize_map(avimos_builder.decode_map_png(example["saliency"][i]), spec.image_size)
+        clips.resize_antialiased(avimos_builder.decode_map_png(example["saliency"][i]), spec.image_size)
         for i in targets
     ])
     fixations, counts = [], []
     for frame in targets:
         native = _frame_points(example, "fixations_native", frame)  # one rounding, not two via storage
-        grid = avimos_builder.rescale_points(native, tuple(example["native_size"]), spec.image_size)
+        grid = clips.rescale_points(native, tuple(example["native_size"]), spec.image_size)
         if flip:
             grid = grid * np.array([1, -1], np.int32) + np.array([0, spec.image_size[1] - 1], np.int32)
         padded, count = _padded(grid, spec.max_fixations)
@@ -206,13 +156,13 @@ def load_clip(example: dict, end: int, spec: ClipSpec, flip: bool) -> dict[str, 
         frames, maps = frames[:, :, ::-1], maps[:, :, ::-1]
     has_audio = bool(spec.audio and example["has_audio"])
     audio = (
-        audio_window(example["audio"], int(end), float(example["fps"]), spec.audio_samples)
+        clips.audio_window(example["audio"], int(end), float(example["fps"]), spec.audio_samples)
         if has_audio
         else np.zeros(spec.audio_samples, np.float32)
     )
     squeeze = (lambda a: a[0]) if spec.target == "last" else (lambda a: a)
     return {
-        "video": normalise(frames),
+        "video": clips.normalise(frames),
         "audio": audio,
         "has_audio": np.bool_(has_audio),
         "saliency": squeeze(np.ascontiguousarray(maps, np.float32)),
@@ -357,7 +307,7 @@ def train_dataset(
         videos_per_block=videos_per_block,
     )
     videos = _VideoCache(source, capacity=videos_per_block + num_threads)
-    clips = (
+    clip_stream = (
         grain.MapDataset.range(len(order))
         .repeat(num_epochs)
         .map_with_index(order)
@@ -365,7 +315,7 @@ def train_dataset(
     )
     prefetch = max(2 * batch_size, num_threads)  # clips, not batches: bounds memory
     read_options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
-    dataset = clips.to_iter_dataset(read_options).batch(batch_size, drop_remainder=True)
+    dataset = clip_stream.to_iter_dataset(read_options).batch(batch_size, drop_remainder=True)
     if worker_count > 0:
         dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
     return dataset
@@ -396,9 +346,9 @@ def _eval_batch(example: dict, frames: np.ndarray, ends: np.ndarray, spec: ClipS
     fps = float(example["fps"])
     silence = np.zeros(spec.audio_samples, np.float32)
     return {
-        "video": normalise(frames[np.stack([spec.frame_indices(int(end)) for end in ends])]),
+        "video": clips.normalise(frames[np.stack([spec.frame_indices(int(end)) for end in ends])]),
         "audio": np.stack([
-            audio_window(example["audio"], int(end), fps, spec.audio_samples) if has_audio else silence
+            clips.audio_window(example["audio"], int(end), fps, spec.audio_samples) if has_audio else silence
             for end in ends
         ]),
         "has_audio": np.full(len(ends), has_audio),
@@ -452,7 +402,7 @@ def eval_clips(
     for video in range(shard_index, len(names), shard_count):
         example = source[video]
         frames = np.stack([
-            _resize_frame(avimos_builder.decode_jpeg(data), spec.image_size) for data in example["frames"]
+            clips.resize_antialiased(avimos_builder.decode_jpeg(data), spec.image_size) for data in example["frames"]
         ])
         for first in range(0, len(frames), batch_size):
             ends = np.arange(first, min(first + batch_size, len(frames)))

@@ -13,15 +13,16 @@ uses a learned no-audio embedding instead of its (meaningless) encoding.
 
 import functools
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
+from salax import batch
 from salax.models.axes import constrain, param
 from salax.models.layers import Conv, Dense, DType, LayerNorm, normal_init
 
-SAMPLE_RATE = 16_000
+SAMPLE_RATE = batch.AUDIO_SAMPLE_RATE
 WINDOW = 400  # 25 ms
 HOP = 160  # 10 ms
 N_FFT = 512

@@ -8,9 +8,9 @@ Every name in :data:`LOGICAL_AXES` must appear in those rules (map it to ``None`
 
 from collections.abc import Sequence
 
-import jax
 from flax import linen, nnx
 from flax.core import meta
+import jax
 
 LOGICAL_AXES = (
     "batch",  # clips in a batch

@@ -11,9 +11,9 @@ logit map per target frame, resized bilinearly to the input resolution.
 import dataclasses
 import math
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
-from flax import nnx
 
 from salax.models.audio import FiLM
 from salax.models.axes import constrain
@@ -84,7 +84,8 @@ class TapBranch(nnx.Module):
         self.temporal = TemporalAttention(width, c.temporal_heads, **kw)
         if c.target == "last":  # halve time until one step is left
             halvings = math.ceil(math.log2(c.grid[0]))
-            self.time_convs = nnx.List([Conv(width, width, (3, 3, 3), strides=(2, 1, 1), **kw) for _ in range(halvings)])
+            self.time_convs = nnx.List(
+                [Conv(width, width, (3, 3, 3), strides=(2, 1, 1), **kw) for _ in range(halvings)])
         else:
             self.time_convs = nnx.List([Conv(width, width, (3, 3, 3), **kw)])
         self.scale = c.patch_size / c.stride(tap)  # resampling factor from the token grid

@@ -1,11 +1,11 @@
 """Small layers whose parameters carry logical axis names; shared by the encoder, decoder and audio."""
 
-import math
 from collections.abc import Sequence
+import math
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
-from flax import nnx
 
 from salax.models.axes import Axes, param
 

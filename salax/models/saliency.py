@@ -7,9 +7,9 @@ has_audio [B] bool; returns float32 logits [B, H, W] (target "last") or [B, T, H
 
 import argparse
 
+from flax import nnx
 import jax
 import ml_collections
-from flax import nnx
 
 from salax.models.audio import AudioBranch
 from salax.models.decoder import DecoderConfig, SaliencyDecoder
@@ -135,7 +135,8 @@ def _main() -> None:
         with_audio = abstract_param_count(config)
         config.audio = False
         without = abstract_param_count(config)
-        encoder = count_params(nnx.eval_shape(lambda: UMTEncoder(umt_config(variant), rngs=nnx.Rngs(0))))
+        encoder_config = umt_config(variant)
+        encoder = count_params(nnx.eval_shape(lambda: UMTEncoder(encoder_config, rngs=nnx.Rngs(0))))  # noqa: B023
         print(f"| {variant} | {encoder / 1e6:.2f} M | {with_audio / 1e6:.2f} M | {without / 1e6:.2f} M |")
 
 

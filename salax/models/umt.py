@@ -7,10 +7,10 @@ block outputs are what UMT-based saliency decoders read.
 import dataclasses
 import functools
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from salax.models.axes import constrain, param
 from salax.models.layers import VIT_INIT, Dense, LayerNorm

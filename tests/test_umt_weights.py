@@ -1,14 +1,13 @@
-"""UMT .pth conversion: load_umt, pos-embed resizing by UMT's rules, the convert-umt CLI and orbax round trip."""
+"""salax.models.umt_weights: load_umt, pos-embed resizing by UMT's rules, the convert-umt CLI and orbax round trip."""
 
 import argparse
 
+from flax import nnx
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
-from salax import checkpoint
-from salax.models import umt
+from salax.models import umt, umt_weights
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -43,7 +42,7 @@ def video():
 def test_load_umt_gives_the_oracle_outputs(tmp_path, oracle, video):
     path = tmp_path / "umt.pth"
     write_pth(path, oracle)
-    encoder = checkpoint.load_umt(path, num_frames=FRAMES, image_size=SIZE, taps=(0, 1, 2))
+    encoder = umt_weights.load_umt(path, num_frames=FRAMES, image_size=SIZE, taps=(0, 1, 2))
     assert (encoder.config.width, encoder.config.depth, encoder.config.tubelet) == (WIDTH, 3, 1)
     assert encoder.config.pos_embed == "sinusoid"
     expected = reference_outputs(oracle, video)
@@ -68,7 +67,7 @@ def torch_bicubic(table: np.ndarray, side_in: int, side_out: int) -> np.ndarray:
 def test_stored_pos_embed_becomes_a_learned_table_resized_bicubically(tmp_path, oracle, video, checkpoint_table):
     path = tmp_path / "umt.pth"
     write_pth(path, oracle, checkpoint_table)
-    encoder = checkpoint.load_umt(path, num_frames=FRAMES, image_size=SIZE)
+    encoder = umt_weights.load_umt(path, num_frames=FRAMES, image_size=SIZE)
     assert encoder.config.pos_embed == "learned"
     resized = torch_bicubic(checkpoint_table, CKPT_SIDE, SIZE // 16)
     np.testing.assert_allclose(encoder.pos_embed[...], resized, atol=1e-5)
@@ -85,34 +84,50 @@ def test_stored_pos_embed_becomes_a_learned_table_resized_bicubically(tmp_path, 
 def test_cli_writes_an_orbax_checkpoint_any_encoder_layout_restores(tmp_path, oracle, video, checkpoint_table, capsys):
     path, out = tmp_path / "umt.pth", tmp_path / "converted"
     write_pth(path, oracle, checkpoint_table)
-    checkpoint._main(["convert-umt", "--pth", str(path), "--out", str(out)])
+    umt_weights.main(["convert-umt", "--pth", str(path), "--out", str(out)])
     assert "depth 3" in capsys.readouterr().out
-    reference = checkpoint.load_umt(path, num_frames=FRAMES, image_size=SIZE)
+    reference = umt_weights.load_umt(path, num_frames=FRAMES, image_size=SIZE)
     config = umt.UMTConfig(width=WIDTH, depth=3, num_heads=4, num_frames=FRAMES, image_size=(SIZE, SIZE),
                            pos_embed="learned", scan=True)
     scanned = umt.UMTEncoder(config, rngs=nnx.Rngs(0))
-    checkpoint.restore_umt_checkpoint(out, scanned)
+    umt_weights.restore_umt_checkpoint(out, scanned)
     np.testing.assert_allclose(scanned(jnp.asarray(video))["last"], reference(jnp.asarray(video))["last"], atol=1e-5)
 
 
 def test_cli_help_explains_the_command(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        checkpoint._main(["convert-umt", "--help"])
+        umt_weights.main(["convert-umt", "--help"])
     assert exit_info.value.code == 0
     assert "--pth" in capsys.readouterr().out
 
 
 def test_bad_checkpoints_are_explained(tmp_path, oracle):
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        checkpoint.load_umt(tmp_path / "missing.pth")
+        umt_weights.load_umt(tmp_path / "missing.pth")
     state = {k: torch.from_numpy(v) for k, v in umt_state_from_videomae(oracle).items()}
     del state["blocks.1.attn.v_bias"]
     torch.save({"module": state}, tmp_path / "broken.pth")
     with pytest.raises(ValueError, match="lacks blocks.1.attn.v_bias"):
-        checkpoint.load_umt(tmp_path / "broken.pth", num_frames=FRAMES, image_size=SIZE)
+        umt_weights.load_umt(tmp_path / "broken.pth", num_frames=FRAMES, image_size=SIZE)
     deeper = umt.UMTEncoder(umt.UMTConfig(width=WIDTH, depth=4, num_heads=4, num_frames=FRAMES,
                                           image_size=(SIZE, SIZE)), rngs=nnx.Rngs(0))
     write_pth(tmp_path / "umt.pth", oracle)
-    checkpoint._main(["convert-umt", "--pth", str(tmp_path / "umt.pth"), "--out", str(tmp_path / "c")])
+    umt_weights.main(["convert-umt", "--pth", str(tmp_path / "umt.pth"), "--out", str(tmp_path / "c")])
     with pytest.raises(ValueError, match="depth=3"):
-        checkpoint.restore_umt_checkpoint(tmp_path / "c", deeper)
+        umt_weights.restore_umt_checkpoint(tmp_path / "c", deeper)
+
+
+def test_cli_names_a_missing_pth_in_one_line_and_exits_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        umt_weights.main(["convert-umt", "--pth", str(tmp_path / "nope.pth"), "--out", str(tmp_path / "c")])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "nope.pth does not exist" in error and error.count("\n") == 1
+    assert not (tmp_path / "c").exists()
+
+
+def test_a_relative_output_directory_is_resolved(tmp_path, oracle, monkeypatch):
+    write_pth(tmp_path / "umt.pth", oracle)
+    monkeypatch.chdir(tmp_path)
+    umt_weights.main(["convert-umt", "--pth", "umt.pth", "--out", "converted"])  # orbax itself wants absolute paths
+    assert (tmp_path / "converted" / "umt_config.json").is_file()

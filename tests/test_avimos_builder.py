@@ -1,15 +1,15 @@
-"""The AViMoS builder: what a built example holds, the storage codecs, and every way input can be bad."""
+"""The AViMoS builder and its CLI (salax.data.avimos_builder, build_avimos): examples, codecs, bad input, reruns."""
 
 import json
 import shutil
 import sys
 
+from avimos_testdata import built_avimos
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from avimos_testdata import built_avimos
-from salax.data import avimos_builder, build_avimos, media
+from salax.data import avimos, avimos_builder, build_avimos, media
 
 
 @pytest.fixture(scope="module")
@@ -124,12 +124,6 @@ def test_storage_size_keeps_aspect_and_never_upscales():
     assert avimos_builder.storage_size(72, 128, 224) == (72, 128)
 
 
-def test_rescaled_points_stay_on_the_grid_and_keep_duplicates():
-    points = np.array([[0, 0], [1079, 1919], [540, 960], [540, 960]], np.int32)
-    scaled = avimos_builder.rescale_points(points, (1080, 1920), (224, 398))
-    assert scaled.tolist() == [[0, 0], [223, 397], [112, 199], [112, 199]]
-
-
 def test_lower_frame_rate_keeps_frames_maps_and_fixations_together():
     kept = avimos_builder.kept_frames(30, source_fps=30.0, fps=15.0)
     assert kept.tolist() == list(range(0, 30, 2))
@@ -168,27 +162,9 @@ def manual_copy(built, tmp_path):
 
 
 def _sources(manual_dir, split):
-    sources, problems = avimos_builder.find_sources(manual_dir, _split_table(manual_dir)[split])
+    sources, problems = avimos.find_sources(manual_dir, _split_table(manual_dir)[split])
     assert not problems
     return sources
-
-
-def test_missing_folders_are_listed(tmp_path):
-    (tmp_path / "Videos").mkdir()
-    with pytest.raises(FileNotFoundError) as error:
-        avimos_builder.check_manual_dir(tmp_path)
-    for missing in ("TrainTestSplit.json", "SaliencyTrain/Train", "SaliencyTest/Test", "FixationsTest/Test"):
-        assert missing in str(error.value)
-    assert "Videos," not in str(error.value)
-
-
-def test_missing_files_are_listed_per_video(manual_copy):
-    name = _split_table(manual_copy)["public_test"][0]
-    (manual_copy / "SaliencyTest" / "Test" / f"{name}.mp4").unlink()
-    sources, problems = avimos_builder.find_sources(manual_copy, [name])
-    assert sources == []
-    train_place, test_place = (manual_copy / d / f"{name}.mp4" for d in ("SaliencyTrain/Train", "SaliencyTest/Test"))
-    assert problems == [f"video {name!r}: missing saliency maps ({train_place} or {test_place})"]
 
 
 def test_disagreeing_frame_counts_name_the_video_and_counts(manual_copy, built):
@@ -242,3 +218,27 @@ def test_cli_help_lists_configs_and_archives(capsys):
         build_avimos.main(["--help"])
     text = capsys.readouterr().out
     assert "s224" in text and "s360" in text and "SaliencyTrain.zip" in text
+
+
+def test_a_rerun_names_what_the_kept_build_skipped_and_rebuild_converts_it(manual_copy, tmp_path, capsys):
+    """Rerunning after a --skip_bad build must not silently keep the old build once the video is fixed."""
+    broken = _split_table(manual_copy)["train"][0]
+    video = manual_copy / "Videos" / f"{broken}.mp4"
+    original = video.read_bytes()
+    video.write_bytes(b"not a video")
+    command = ["--manual_dir", str(manual_copy), "--data_dir", str(tmp_path / "data"), "--workers", "1"]
+    assert build_avimos.main([*command, "--skip_bad"]) == 0
+    assert f"this build skipped 1 video(s):\n  video {broken!r}" in capsys.readouterr().out
+
+    video.write_bytes(original)  # fixed; a plain rerun keeps the build and says what it lacks
+    assert build_avimos.main(command) == 0
+    out = capsys.readouterr().out
+    assert "kept the existing build" in out and f"that build skipped 1 video(s):\n  video {broken!r}" in out
+    assert "--rebuild" in out
+
+    assert build_avimos.main([*command, "--rebuild"]) == 0
+    out = capsys.readouterr().out
+    assert "\nbuilt " in f"\n{out}" and "kept the existing build" not in out and "skipped" not in out
+    builder = avimos_builder.Avimos(data_dir=str(tmp_path / "data"))
+    names = {n for s in builder.info.splits for n in avimos_builder.split_metadata(builder, s)[0]}
+    assert broken in names and builder.info.metadata["skipped"] == []

@@ -1,9 +1,14 @@
-"""The native CPU scoring kernel (salax/_aim_scores.cc) against the float64 oracle and the JAX code.
+"""salax.metrics.native, the CPU kernel (salax/metrics/csrc/), against the float64 oracle and the JAX code.
 
-test_metrics.py already runs both implementations through the oracle on random layouts; these tests
+test_metrics_scores.py already runs both implementations through the oracle on random layouts; these tests
 aim at what only the kernel has: its dtype dispatch, threads, and the fast paths of its AUC-Judd
 counting (threshold buckets, the eight-lane window) and their fallbacks.
 """
+
+import os
+import subprocess
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +16,8 @@ import metrics_reference as reference
 import numpy as np
 import pytest
 
-from salax import metrics, native_metrics
+from salax import metrics
+from salax.metrics import native as native_metrics
 
 
 def padded_fixations(rng, count: int, slots: int, height: int, width: int) -> np.ndarray:
@@ -24,7 +30,9 @@ def assert_matches_reference(scores, pred, gt, fixations, counts, *, corrected=F
     for frame, count in enumerate(counts):
         if count == 0:  # NaN by salax's rule; the organisers' script has none
             continue
-        expected = reference.frame_scores(pred[frame], gt[frame], fixations[frame, :count], corrected)
+        # read_sm cannot subtract bool maps; salax reads them as 0/1 integers
+        p, g = (m[frame].astype(np.uint8) if m.dtype == np.bool_ else m[frame] for m in (pred, gt))
+        expected = reference.frame_scores(p, g, fixations[frame, :count], corrected)
         for name, value in expected.items():
             np.testing.assert_allclose(scores[name][frame], value, rtol=rtol, atol=1e-6,
                                        err_msg=f"{name}, frame {frame}")
@@ -188,3 +196,51 @@ def test_the_host_door_names_bad_shapes(fixations, counts, message):
     maps = np.zeros((2, 4, 4), np.uint8)
     with pytest.raises(ValueError, match=message):
         native_metrics.score_arrays(maps, maps, fixations, counts, corrected=False)
+
+
+def test_the_kernel_exports_the_metric_names_as_its_columns():
+    from salax.metrics import _aim_scores
+
+    assert tuple(_aim_scores.COLUMNS) == metrics.METRIC_NAMES
+    assert native_metrics.column_problem(_aim_scores) is None
+
+
+def test_a_kernel_with_other_columns_is_refused_at_import_and_xla_scores():
+    """A stale build whose columns differ from METRIC_NAMES must not mislabel scores: salax warns
+    once, at import, and "auto" falls back to the XLA path ("native" is refused)."""
+    code = textwrap.dedent("""
+        import sys, types, warnings
+        stale = types.ModuleType("salax.metrics._aim_scores")
+        stale.COLUMNS = ("auc_judd", "nss", "cc", "sim", "kld")
+        sys.modules["salax.metrics._aim_scores"] = stale
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            from salax import metrics
+        assert metrics.resolve_implementation("auto") == "xla"
+        try:
+            metrics.resolve_implementation("native")
+        except ValueError:
+            pass
+        else:
+            raise AssertionError("native accepted")
+        print(*(str(w.message) for w in caught if w.category is RuntimeWarning))
+    """)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert run.returncode == 0, run.stderr
+    assert "the kernel is stale" in run.stdout and "('auc_judd', 'nss', 'cc', 'sim', 'kld')" in run.stdout
+
+
+def test_resized_colour_predictions_count_ties_in_float64():
+    """A 3-channel prediction is prepared and resized in float64 (the organisers' dtype); upscaled
+    few-level maps are full of ties there, so the kernel counts AUC-Judd's thresholds on the float64
+    rows (four lanes a step), not on their float32 rounding."""
+    rng = np.random.default_rng(3)
+    pred = rng.integers(0, 4, (6, 5, 7, 3)).astype(np.uint8)
+    gt = rng.integers(0, 1023, (6, 23, 31)).astype(np.uint16)
+    fixations = np.stack([padded_fixations(rng, 12, 12, 23, 31) for _ in range(6)])
+    scores = metrics.aim_frame_scores(pred, gt, fixations, np.full(6, 12), implementation="native")
+    for frame in range(6):
+        expected = reference.frame_scores(pred[frame], gt[frame], fixations[frame])
+        for name, value in expected.items():
+            np.testing.assert_allclose(scores[name][frame], value, rtol=1e-6, atol=3e-7, err_msg=name)

@@ -1,0 +1,432 @@
+// The AIM preparation of a raw map (channel sum, min-max with float32 eps, as the organisers' read_sm)
+// and the organisers' INTER_LINEAR resize of the prediction to the ground-truth grid, served row by row.
+// The rules (dtypes, roundings, IPP's resize) are written once, in salax/metrics/prepare.py's docstring;
+// this file follows them bit for bit (tests/test_metrics_exact.py checks both against the pinned cv2).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+#include "lanes.h"
+
+namespace salax_aim {
+
+constexpr float kEps32 = std::numeric_limits<float>::epsilon();  // the min-max epsilon
+
+// One frame's raw maps.
+template <typename T>
+struct RawMap {
+  const T* data;
+  int64_t height, width, channels;
+  bool channel_axis = false;  // given as [H, W, C] (even C = 1), not [H, W]: prepare.py's rule tells them apart
+};
+
+// Channel sums are exact integers for 8- and 16-bit maps, float64 for float maps (prepare.py's rule:
+// float maps are prepared in float64).
+template <typename T>
+using Wide = std::conditional_t<std::is_integral_v<T>, int32_t, double>;
+
+template <typename T>
+inline Wide<T> channel_sum(const T* pixel, int64_t channels) {
+  Wide<T> sum = pixel[0];
+  for (int64_t c = 1; c < channels; ++c) sum += pixel[c];
+  return sum;
+}
+
+// A frame's min-max normalisation, value = float(channel_sum - low) * scale, and the sums of the
+// channel sums less `low` (exact for integer maps) and of the prepared map, in float64.
+// `exact` is the organisers' prepared value (prepare.py's rule: float32 for integer maps given without
+// a channel axis, float64 otherwise; returned widened); operator() is the fast float32 approximation within an ulp of it,
+// strictly increasing in the channel sum like it (so ties and order are the same).
+template <typename T>
+struct Normaliser {
+  Wide<T> low, high;
+  float scale;
+  double offset_sum, prepared_sum;
+  int64_t channels = 1;
+  bool channel_axis = false;            // the map came as [H, W, C] (any C): the channel-mean rule
+  double mean_low = 0.0, spread = 1.0;  // the exact rule's low and denominator, in its dtype
+
+  float operator()(Wide<T> channel_sum) const {
+    if constexpr (!std::is_integral_v<T>) return static_cast<float>(exact(channel_sum));  // any range
+    return static_cast<float>(channel_sum - low) * scale;
+  }
+
+  // Whether the rule's arithmetic for this map is float64.
+  bool exact_in_double() const { return !std::is_integral_v<T> || channel_axis; }
+
+  double exact(Wide<T> channel_sum) const {
+    if constexpr (std::is_integral_v<T>) {
+      if (channel_axis)
+        return (static_cast<double>(channel_sum) / static_cast<double>(channels) - mean_low) / spread;
+      return static_cast<double>(static_cast<float>(channel_sum - low) / static_cast<float>(spread));
+    } else {
+      const double mean = channels > 1 ? channel_sum / static_cast<double>(channels) : channel_sum;
+      return (mean - mean_low) / spread;
+    }
+  }
+};
+
+// The normaliser of a map with these extremes and this sum of channel sums (`channel_axis`: given as
+// [H, W, C]; a map of several channels always is).
+template <typename T>
+Normaliser<T> normaliser_from(Wide<T> low, Wide<T> high, double total, int64_t pixels,
+                              int64_t channels, bool channel_axis) {
+  const float spread = static_cast<float>(high - low) +
+                       static_cast<float>(static_cast<double>(channels) * kEps32);
+  const float scale = 1.0f / spread;
+  const double offset_sum = total - static_cast<double>(pixels) * static_cast<double>(low);
+  Normaliser<T> norm{low, high, scale, offset_sum, offset_sum * scale, channels, channel_axis || channels > 1};
+  if constexpr (std::is_integral_v<T>) {
+    if (norm.channel_axis) {  // float64 means; the extreme means are the means of the extreme sums
+      const double c = static_cast<double>(channels);
+      norm.mean_low = static_cast<double>(low) / c;
+      norm.spread = (static_cast<double>(high) / c - norm.mean_low) + static_cast<double>(kEps32);
+    } else {
+      norm.spread = static_cast<float>(high - low) + kEps32;
+    }
+  } else {
+    const double c = static_cast<double>(channels);
+    const double mean_low = channels > 1 ? low / c : low, mean_high = channels > 1 ? high / c : high;
+    norm.mean_low = mean_low;
+    norm.spread = (mean_high - mean_low) + static_cast<double>(kEps32);
+    norm.prepared_sum = offset_sum / (c * norm.spread);  // float32's scale would vanish on huge ranges
+  }
+  return norm;
+}
+
+#if defined(__AVX2__)
+// Min, max and sum of a uint8 map, 32 pixels per step (what the generic loop below does 8 at a time).
+inline Normaliser<uint8_t> byte_normaliser(const uint8_t* frame, int64_t pixels, bool channel_axis) {
+  const __m256i zero = _mm256_setzero_si256();
+  __m256i low = _mm256_set1_epi8(-1), high = zero, sums = zero;
+  int64_t i = 0;
+  for (; i + 32 <= pixels; i += 32) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(frame + i));
+    low = _mm256_min_epu8(low, v);
+    high = _mm256_max_epu8(high, v);
+    sums = _mm256_add_epi64(sums, _mm256_sad_epu8(v, zero));
+  }
+  alignas(32) uint8_t lows[32], highs[32];
+  alignas(32) int64_t partial[4];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lows), low);
+  _mm256_store_si256(reinterpret_cast<__m256i*>(highs), high);
+  _mm256_store_si256(reinterpret_cast<__m256i*>(partial), sums);
+  int32_t lowest = 255, highest = 0;
+  for (int lane = 0; lane < 32; ++lane) {
+    lowest = std::min<int32_t>(lowest, lows[lane]);
+    highest = std::max<int32_t>(highest, highs[lane]);
+  }
+  int64_t total = partial[0] + partial[1] + partial[2] + partial[3];
+  for (; i < pixels; ++i) {
+    lowest = std::min<int32_t>(lowest, frame[i]);
+    highest = std::max<int32_t>(highest, frame[i]);
+    total += frame[i];
+  }
+  return normaliser_from<uint8_t>(lowest, highest, static_cast<double>(total), pixels, 1, channel_axis);
+}
+#endif
+
+template <typename T>
+Normaliser<T> normaliser(const T* frame, int64_t pixels, int64_t channels, bool channel_axis) {
+#if defined(__AVX2__)
+  if constexpr (std::is_same_v<T, uint8_t>) {
+    if (channels == 1) return byte_normaliser(frame, pixels, channel_axis);
+  }
+#endif
+  Wide<T> low = channel_sum(frame, channels), high = low;
+  double total = 0.0;
+  constexpr int64_t kChunk = 4096;  // channel sums added exactly in Wide<T>'s range, then in float64
+  for (int64_t start = 0; start < pixels; start += kChunk) {
+    const int64_t stop = std::min(start + kChunk, pixels);
+    std::conditional_t<std::is_integral_v<T>, int64_t, double> chunk = 0;
+    if (channels == 1) {
+#pragma omp simd reduction(min : low) reduction(max : high) reduction(+ : chunk)
+      for (int64_t i = start; i < stop; ++i) {
+        low = std::min<Wide<T>>(low, frame[i]);
+        high = std::max<Wide<T>>(high, frame[i]);
+        chunk += frame[i];
+      }
+    } else {
+      for (int64_t i = start; i < stop; ++i) {
+        const Wide<T> sum = channel_sum(frame + i * channels, channels);
+        low = std::min(low, sum);
+        high = std::max(high, sum);
+        chunk += sum;
+      }
+    }
+    total += static_cast<double>(chunk);
+  }
+  return normaliser_from<T>(low, high, total, pixels, channels, channel_axis);
+}
+
+template <typename T>
+void normalised_row(const T* row, int64_t width, int64_t channels, const Normaliser<T>& norm,
+                    float* out) {
+  if (channels == 1) {
+#pragma omp simd
+    for (int64_t x = 0; x < width; ++x) out[x] = norm(row[x]);
+  } else {
+    for (int64_t x = 0; x < width; ++x) out[x] = norm(channel_sum(row + x * channels, channels));
+  }
+}
+
+template <typename T>
+void exact_row(const T* row, int64_t width, int64_t channels, const Normaliser<T>& norm, double* out) {
+  if (channels == 1) {
+#pragma omp simd
+    for (int64_t x = 0; x < width; ++x) out[x] = norm.exact(row[x]);
+  } else {
+    for (int64_t x = 0; x < width; ++x) out[x] = norm.exact(channel_sum(row + x * channels, channels));
+  }
+}
+
+// A raw map after the AIM preparation, served row by row (`rows`: float32, fast; `exact_rows`: the
+// rule's values, float64 when `exact_double`, else float32 values widened), and its sum. `levels`: an
+// integer map, whose prepared values are strictly increasing in the channel sum (so `rows` orders and
+// ties the pixels exactly as `exact_rows`).
+struct PreparedMap {
+  std::function<void(int64_t row, float* out)> rows;
+  double sum;
+  std::function<void(int64_t row, double* out)> exact_rows;
+  bool exact_double = false;
+  bool levels = false;
+};
+
+template <typename T>
+PreparedMap prepare(const T* frame, int64_t width, int64_t channels, const Normaliser<T>& norm) {
+  return {[=](int64_t y, float* out) {
+            normalised_row(frame + y * width * channels, width, channels, norm, out);
+          },
+          norm.prepared_sum,
+          [=](int64_t y, double* out) { exact_row(frame + y * width * channels, width, channels, norm, out); },
+          norm.exact_in_double(), std::is_integral_v<T>};
+}
+
+// One axis of the organisers' resize (prepare.py's docstring): per output index the clamped taps,
+// the weights, and which outputs copy the first (1) or the last (2) source entry.
+struct Axis {
+  std::vector<int64_t> first, second;
+  std::vector<double> w0, w1;  // IPP: w1 only (float64); OpenCV's own code: both, float32 values
+  std::vector<uint8_t> border;
+  int64_t interior = 0;  // outputs with border == 0 (IPP: they are contiguous)
+};
+
+// IPP's taps: pos = fma(j + 0.5, s / t, -0.5), i = floor(pos), w = pos - i.
+inline Axis ipp_axis(int64_t source, int64_t target) {
+  Axis axis;
+  axis.first.resize(target);
+  axis.second.resize(target);
+  axis.w1.resize(target);
+  axis.border.resize(target);
+  const double scale = static_cast<double>(source) / static_cast<double>(target);
+  for (int64_t j = 0; j < target; ++j) {
+    const double position = std::fma(static_cast<double>(j) + 0.5, scale, -0.5);
+    const double floor = std::floor(position);
+    const int64_t first = static_cast<int64_t>(floor);
+    axis.border[j] = first < 0 ? 1 : (first >= source - 1 ? 2 : 0);
+    axis.first[j] = std::clamp<int64_t>(first, 0, source - 1);
+    axis.second[j] = std::min(axis.first[j] + 1, source - 1);
+    axis.w1[j] = position - floor;
+    axis.interior += axis.border[j] == 0;
+  }
+  return axis;
+}
+
+// OpenCV's own taps (a source side of 1): positions rounded to float32; out-of-range taps keep their
+// weights (the horizontal pass copies the border instead, the vertical one clamps only the rows).
+inline Axis opencv_axis(int64_t source, int64_t target) {
+  Axis axis;
+  axis.first.resize(target);
+  axis.second.resize(target);
+  axis.w0.resize(target);
+  axis.w1.resize(target);
+  axis.border.resize(target);
+  const double scale = 1.0 / (static_cast<double>(target) / static_cast<double>(source));
+  for (int64_t j = 0; j < target; ++j) {
+    const float position = static_cast<float>((static_cast<double>(j) + 0.5) * scale - 0.5);
+    const int64_t first = static_cast<int64_t>(std::floor(position));
+    const float w1 = position - static_cast<float>(first);
+    axis.border[j] = first < 0 ? 1 : (first >= source - 1 ? 2 : 0);
+    axis.first[j] = std::clamp<int64_t>(first, 0, source - 1);
+    axis.second[j] = std::clamp<int64_t>(first + 1, 0, source - 1);
+    axis.w0[j] = 1.0f - w1;
+    axis.w1[j] = w1;
+  }
+  return axis;
+}
+
+// The rule's two roundings of a + w (b - a). float64: a true FMA, or a product then a sum (the build
+// has -ffp-contract=off, so the compiler fuses nothing itself). float32: the float32 product is exact
+// in float64, so the fused value is computed there and rounded once.
+inline double fused(double w, double difference, double a) { return std::fma(w, difference, a); }
+inline float fused(float w, float difference, float a) {
+  return static_cast<float>(static_cast<double>(w) * difference + a);
+}
+template <typename V>
+inline V unfused(V w, V difference, V a) { return a + w * difference; }
+
+// IPP's vector loops take 128 bits of columns at a time; the rest of the interior is scalar, unfused.
+template <typename V>
+constexpr int64_t kIppLanes = 16 / sizeof(V);
+
+// A frame's prediction, prepared and resized to the ground-truth grid exactly as the organisers' route
+// (prepare.py's rule), served row by row: row() in float32 (the exact value rounded: what the sums
+// take), row_exact() in float64 (the exact value: what AUC-Judd's thresholds must compare).
+class PredictionRows {
+ public:
+  void load(PreparedMap source, int64_t height, int64_t width, int64_t out_height, int64_t out_width) {
+    out_width_ = out_width;
+    row_.resize(std::max(padded(width), padded(out_width)));
+    exact_.resize(std::max(padded(width), padded(out_width)));
+    loaded_ = -1;
+    same_size_ = height == out_height && width == out_width;
+    sum_ = source.sum;
+    source_ = std::move(source);
+    if (same_size_) return;
+    double_ = source_.exact_double;
+    ipp_ = std::min(height, width) > 1;
+    columns_ = ipp_ ? ipp_axis(width, out_width) : opencv_axis(width, out_width);
+    rows_ = ipp_ ? ipp_axis(height, out_height) : opencv_axis(height, out_height);
+    if (double_)
+      horizontal_pass(horizontal64_, fused64_, height, width);
+    else
+      horizontal_pass(horizontal32_, fused32_, height, width);
+  }
+
+  // Row y of the prepared, resized prediction in float32 (valid until the next call).
+  const float* row(int64_t y) {
+    if (same_size_) {
+      source_.rows(y, row_.data());
+      return row_.data();
+    }
+    compute(y);
+    return row_.data();
+  }
+
+  // Row y exactly (float64; a float32 rule's values widened), valid until the next call.
+  const double* row_exact(int64_t y) {
+    if (same_size_) {
+      source_.exact_rows(y, exact_.data());
+      return exact_.data();
+    }
+    compute(y);
+    return exact_.data();
+  }
+
+  double sum() const { return sum_; }
+
+  // Whether row() can order or tie pixels differently from row_exact() (then AUC-Judd must compare
+  // row_exact): a float64-rule map, unless it is an integer map on its own grid.
+  bool exact() const { return source_.exact_double && !(same_size_ && source_.levels); }
+
+ private:
+  // The horizontal pass of every source row, in the rule's dtype V: `out` [h, W] with IPP's unfused
+  // tail (the rows interior output rows blend), `fused` [2, W] rows 0 and h-1 without it (what border
+  // output rows copy). Also the map's sum, from the rows weighted by the vertical taps.
+  template <typename V>
+  void horizontal_pass(std::vector<V>& out, std::vector<V>& fused_rows, int64_t height, int64_t width) {
+    const int64_t out_width = out_width_;
+    std::vector<double> source(padded(width));
+    std::vector<V> values(padded(width));
+    out.resize(static_cast<size_t>(height * out_width));
+    fused_rows.resize(static_cast<size_t>(2 * out_width));
+    const Axis& c = columns_;
+    const int64_t begin = std::find(c.border.begin(), c.border.end(), 0) - c.border.begin();
+    const int64_t tail = ipp_ ? c.interior % kIppLanes<V> : 0;
+    std::vector<double> row_weights(height, 0.0);
+    for (int64_t y = 0; y < static_cast<int64_t>(rows_.first.size()); ++y) {
+      if (ipp_ && rows_.border[y]) {
+        row_weights[rows_.first[y]] += 1.0;
+      } else {
+        row_weights[rows_.first[y]] += ipp_ ? 1.0 - rows_.w1[y] : rows_.w0[y];
+        row_weights[rows_.second[y]] += rows_.w1[y];
+      }
+    }
+    sum_ = 0.0;
+    for (int64_t y = 0; y < height; ++y) {
+      source_.exact_rows(y, source.data());
+      for (int64_t x = 0; x < width; ++x) values[x] = static_cast<V>(source[x]);
+      V* o = &out[y * out_width];
+      for (int64_t x = 0; x < out_width; ++x) {
+        const V a = values[c.first[x]], b = values[c.second[x]];
+        if (c.border[x]) {
+          o[x] = c.border[x] == 1 ? values[0] : values[width - 1];
+        } else if (ipp_) {
+          o[x] = fused(static_cast<V>(c.w1[x]), b - a, a);
+        } else {
+          o[x] = a * static_cast<V>(c.w0[x]) + b * static_cast<V>(c.w1[x]);
+        }
+      }
+      if (y == 0) std::copy(o, o + out_width, fused_rows.begin());
+      if (y == height - 1) std::copy(o, o + out_width, fused_rows.begin() + out_width);
+      if (!std::is_same_v<V, double>) {  // float32: the horizontal pass has the unfused tail too
+        for (int64_t x = begin + c.interior - tail; x < begin + c.interior; ++x) {
+          const V a = values[c.first[x]], b = values[c.second[x]];
+          o[x] = unfused(static_cast<V>(c.w1[x]), b - a, a);
+        }
+      }
+      double row_sum = 0.0;
+      for (int64_t x = 0; x < out_width; ++x) row_sum += static_cast<double>(o[x]);
+      sum_ += row_sum * row_weights[y];
+    }
+  }
+
+  template <typename V>
+  void vertical_pass(const std::vector<V>& horizontal, const std::vector<V>& fused_rows, int64_t y) {
+    const int64_t width = out_width_;
+    const Axis& r = rows_;
+    const V* a = &horizontal[r.first[y] * width];
+    const V* b = &horizontal[r.second[y] * width];
+    double* exact = exact_.data();
+    if (!ipp_) {
+      const V w0 = static_cast<V>(r.w0[y]), w1 = static_cast<V>(r.w1[y]);
+#pragma omp simd
+      for (int64_t x = 0; x < width; ++x) exact[x] = a[x] * w0 + b[x] * w1;
+    } else if (r.border[y]) {
+      const V* copy = &fused_rows[(r.border[y] == 1 ? 0 : 1) * width];
+      for (int64_t x = 0; x < width; ++x) exact[x] = copy[x];
+    } else {
+      const V w = static_cast<V>(r.w1[y]);
+#pragma omp simd
+      for (int64_t x = 0; x < width; ++x) exact[x] = fused(w, b[x] - a[x], a[x]);
+      const Axis& c = columns_;
+      const int64_t begin = std::find(c.border.begin(), c.border.end(), 0) - c.border.begin();
+      for (int64_t x = begin + c.interior - c.interior % kIppLanes<V>; x < begin + c.interior; ++x)
+        exact[x] = unfused(w, b[x] - a[x], a[x]);
+    }
+  }
+
+  void compute(int64_t y) {
+    if (y == loaded_) return;
+    if (double_)
+      vertical_pass(horizontal64_, fused64_, y);
+    else
+      vertical_pass(horizontal32_, fused32_, y);
+    float* out = row_.data();
+    const double* exact = exact_.data();
+#pragma omp simd
+    for (int64_t x = 0; x < out_width_; ++x) out[x] = static_cast<float>(exact[x]);
+    loaded_ = y;
+  }
+
+  bool same_size_ = false, double_ = false, ipp_ = true;
+  int64_t out_width_ = 0, loaded_ = -1;
+  double sum_ = 0.0;
+  PreparedMap source_;
+  Axis columns_, rows_;
+  std::vector<double> horizontal64_, fused64_, exact_;
+  std::vector<float> horizontal32_, fused32_, row_;
+};
+
+}  // namespace salax_aim

@@ -16,6 +16,9 @@ import pytest
 
 CASES = Path(__file__).with_name("metrics_fuzz_cases.py")
 TOLERANCE = {"auc_judd": 1e-6}  # the others: relative 1e-4 (float32 sums of tiny maps of extremes)
+# A known limit, not compared: the kernel sums CC and NSS in float32 per row, so a float64-rule map whose
+# values differ only below float32 precision reads as flat there, while XLA sums in float64.
+KNOWN_LIMITS = {1131: ("cc", "nss")}
 
 
 def run_cases(first: int, count: int) -> list[dict]:
@@ -37,6 +40,8 @@ def disagreements(result: dict) -> list[str]:
         return []
     problems = []
     for name, values in native["scores"].items():
+        if name in KNOWN_LIMITS.get(result["case"], ()):
+            continue
         for frame, (a, b) in enumerate(zip(values, xla["scores"][name])):
             if a is None or b is None:
                 agree = a is None and b is None
@@ -59,7 +64,5 @@ def test_fuzzed_inputs_never_crash_and_both_implementations_agree():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="known limit (case 1131): the kernel's CC/NSS sums are float32, so a "
-                   "float64-rule map whose values differ only below float32 precision reads as flat there")
 def test_many_fuzzed_inputs_never_crash_and_both_implementations_agree():
     check(1000, 400)

@@ -4,8 +4,10 @@ At the bottom of the house so that every layer (models' weight loaders, checkpoi
 resolves a user's path the same way.
 """
 
+import json
 import os
 import pathlib
+from typing import Any
 
 from etils import epath
 
@@ -16,3 +18,15 @@ def as_path(path: str | os.PathLike) -> epath.Path:
     if "://" in text:
         return epath.Path(text)
     return epath.Path(pathlib.Path(text).expanduser().absolute())
+
+
+def write_atomically(path: epath.Path, text: str) -> None:
+    """Write `text` to `path` under a temporary name, then rename: readers never see half a file."""
+    temporary = path.parent / f".{path.name}.tmp"
+    temporary.write_text(text)
+    temporary.replace(path)
+
+
+def write_json(path: epath.Path, value: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, json.dumps(value, indent=2) + "\n")

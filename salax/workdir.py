@@ -27,7 +27,7 @@ import jax
 import ml_collections
 from tqdm import tqdm
 
-from salax.paths import as_path
+from salax.paths import as_path, write_atomically, write_json
 
 CONFIG_FILE = "config.json"
 # Fields that may change when a run is resumed; any other difference means another run.
@@ -109,18 +109,6 @@ def say(text: str) -> None:
     """A line for the person at the terminal (process 0 only)."""
     if jax.process_index() == 0:
         print(text, flush=True)
-
-
-def write_atomically(path: epath.Path, text: str) -> None:
-    """Write `text` to `path` under a temporary name, then rename: readers never see half a file."""
-    temporary = path.parent / f".{path.name}.tmp"
-    temporary.write_text(text)
-    temporary.replace(path)
-
-
-def write_json(path: epath.Path, value: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, json.dumps(value, indent=2) + "\n")
 
 
 def _tuples(value: Any) -> Any:

@@ -40,7 +40,7 @@ from etils import epath
 import numpy as np
 from tqdm import tqdm
 
-from salax import metrics, workdir
+from salax import metrics, paths
 from salax.data import avimos, media
 from salax.evaluate import videos
 
@@ -91,7 +91,7 @@ class SubmissionError(Exception):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The submission scorer's flags (B's parser owns --predictions and --corrected, shared with --workdir)."""
+    """The submission scorer's flags (the CLI's parser owns --predictions and --corrected, shared with --workdir)."""
     group = parser.add_argument_group(
         "scoring a folder of predicted videos (without --workdir)",
         "Defaults are the organisers' (bench.py; --predictions: ./SampleSubmission-CenterPrior) and their flag "
@@ -367,7 +367,7 @@ def score_job(job: VideoJob, progress: Callable[[int], None] = lambda frames: No
         "inputs": inputs,
         "per_frame": {metric: [_finite_or_none(v) for v in values] for metric, values in per_frame.items()},
     }
-    workdir.write_json(epath.Path(job.record), record)
+    paths.write_json(epath.Path(job.record), record)
     return record
 
 
@@ -474,7 +474,7 @@ def score_submission(predictions: str | os.PathLike, gt_saliency: str | os.PathL
                                       f"{_record_dir(out)}: a rerun resumes from them)")
             failed.append({"video_name": job.name, "error": value})
     results = _results(done, failed, mode=mode, corrected=corrected)
-    workdir.write_json(epath.Path(out.absolute()), results)
+    paths.write_json(epath.Path(out.absolute()), results)
     if progress and pending:
         print(f"scored {len(pending)} videos in {time.perf_counter() - started:.1f} s with {workers} "
               f"worker(s)", file=sys.stderr)

@@ -108,6 +108,37 @@ def test_auc_judd_is_exact_however_the_thresholds_crowd():
                                        err_msg=f"frame {frame}")
 
 
+@pytest.mark.parametrize("channel_axis", [False, True])  # the float32 rule, and float64 (counted exactly)
+@pytest.mark.parametrize("out_shape", [(35, 45), (47, 61)])  # 5x exactly (tie-heavy), and odd
+def test_auc_judd_of_upscaled_maps_is_exact_in_every_bucket(channel_axis, out_shape):
+    """An upscaled prediction is counted by buckets of its values (thresholds.h BucketCounter): a zero
+    background fixated (thresholds at 0 need no compare), plateaus fixated (ties with a threshold), and
+    source values a float64 ulp apart (distinct thresholds in one bucket, rounding to one float32)."""
+    rng = np.random.default_rng(5)
+    source = np.round(rng.random((3, 7, 9)) * 6) / 6  # plateaus of seven levels
+    source[:, 4:, :4] = 0  # a dark corner
+    source[:, 1:4, 4:7] = 0.5 + np.arange(9).reshape(3, 3) * np.spacing(0.5)  # a cluster of near-ties
+    pred = source[..., None] if channel_axis else source.astype(np.float32)
+    height, width = out_shape
+    with jax.enable_x64(True):  # the prepared, resized map of prepare.py: the kernel's bits (test_metrics_exact)
+        resized = [np.asarray(metrics.resize_bilinear(metrics.prepare_map(jnp.asarray(frame)), out_shape))
+                   for frame in pred]
+    slots = 60
+    fixations = np.zeros((3, slots, 2), np.int32)
+    for frame, saliency in enumerate(resized):
+        near_half = np.flatnonzero(np.abs(saliency - 0.5) < 1e-3)
+        assert np.count_nonzero(saliency == 0) >= 10 and len(near_half) >= 20
+        # the zeros, the cluster and anywhere: thresholds on ties, and sharing buckets
+        pixels = np.concatenate([np.flatnonzero(saliency == 0)[:10], near_half[:20],
+                                 rng.integers(0, height * width, slots - 30)])
+        fixations[frame] = np.stack([pixels // width, pixels % width], axis=1)
+    gt = rng.integers(0, 1023, (3, height, width)).astype(np.uint16)
+    scores = metrics.aim_frame_scores(pred, gt, fixations, np.full(3, slots), implementation="native")
+    for frame in range(3):  # one pixel counted wrong moves AUC-Judd by 1 / (60 * 1500) here, far above an ulp
+        expected = reference.auc_judd(resized[frame].astype(np.float64), fixations[frame])
+        np.testing.assert_allclose(scores["auc_judd"][frame], expected, rtol=0, atol=6e-8, err_msg=f"frame {frame}")
+
+
 def smooth_bytes(rng, frames: int, height: int, width: int, low: int, high: int) -> np.ndarray:
     """uint8 maps in [low, high): smooth waves plus noise, so values repeat (ties) and vary."""
     rows, cols = np.mgrid[:height, :width]
@@ -244,3 +275,4 @@ def test_resized_colour_predictions_count_ties_in_float64():
         expected = reference.frame_scores(pred[frame], gt[frame], fixations[frame])
         for name, value in expected.items():
             np.testing.assert_allclose(scores[name][frame], value, rtol=1e-6, atol=3e-7, err_msg=name)
+

@@ -24,10 +24,10 @@ from salax.metrics.rules import (
     nss,
     sim,
 )
-from salax.metrics.scores import IMPLEMENTATIONS, aim_frame_scores, resolve_implementation
+from salax.metrics.scores import IMPLEMENTATIONS, aim_frame_scores, exact_float64, resolve_implementation
 
 __all__ = [
     "IMPLEMENTATIONS", "METRIC_NAMES", "RANKING_METRICS", "MetricMeans", "aim_frame_scores", "aim_means", "auc_judd",
-    "auc_judd_mit", "auc_shuffled", "cc", "draw_shuffled_negatives", "kld", "nss", "pooled_means", "prepare_map",
-    "resize_bilinear", "resolve_implementation", "sim", "video_means",
+    "auc_judd_mit", "auc_shuffled", "cc", "draw_shuffled_negatives", "exact_float64", "kld", "nss", "pooled_means",
+    "prepare_map", "resize_bilinear", "resolve_implementation", "sim", "video_means",
 ]

@@ -151,9 +151,10 @@ def _check_finite(pred, gt, first_frame: int) -> None:
             raise ValueError(f"frame {frame}: {name} holds NaN or infinite values")
 
 
-def _exact_float64():
+def exact_float64():
     """x64 on around XLA scoring where the backend has float64 (CPUs, GPUs): the preparation and the
-    resize of `salax.metrics.prepare` then run in float64 where the organisers' do. TPUs lack it."""
+    resize of `salax.metrics.prepare` then run in float64 where the organisers' do. TPUs lack it.
+    Wrap other calls of `prepare_map` / `resize_bilinear` in it to get the same bits."""
     return jax.enable_x64(True) if jax.default_backend() in ("cpu", "gpu", "cuda", "rocm") else contextlib.nullcontext()
 
 
@@ -237,7 +238,7 @@ def aim_frame_scores(pred, gt, fixations, num_fixations, *, corrected: bool = Fa
             size = min(chunk_size, batch)
             chunk = [staging(slot, _padded(array[start:stop], size))
                      for slot, array in enumerate((pred, gt, fixations, num_fixations))]
-            with _exact_float64():
+            with exact_float64():
                 scores = _batch_scores(*chunk, corrected=corrected, implementation=implementation, names=names)
         for name in names:
             results[name].append(np.asarray(scores[name], np.float32)[:stop - start])

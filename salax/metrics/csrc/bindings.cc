@@ -4,8 +4,8 @@
 //
 // Why native: XLA:CPU runs one thread per call and does not vectorise the compare-and-select, gathers
 // and sorts that AUC-Judd needs. Here a frame is a read of each map for its extremes and sum, then one
-// streaming pass over its rows (only a resized prediction's horizontal pass is kept whole), and
-// frames are spread over threads.
+// streaming pass over its rows (a resized prediction keeps its prepared source map and the two
+// horizontal rows being blended), and frames are spread over threads.
 //
 // The sources, one concept each (this file is the one translation unit):
 //   lanes.h         eight-lane vectors, portable (AVX2 registers where the build has AVX2)
@@ -17,7 +17,7 @@
 //   bindings.cc     the XLA FFI handler, the host-array call and the Python module
 //
 // Per frame: the AIM preparation of both maps and the resize of the prediction are recomputed row by
-// row with exactly the float32 arithmetic of salax/metrics/prepare.py. The map sums that SIM and KLD
+// row with exactly the arithmetic of salax/metrics/prepare.py (float32 or float64, by its rule). The map sums that SIM and KLD
 // divide by are known before the pass (from the raw sums, and the resize's weights), so one pass
 // takes everything: the centred sums of CC and NSS, SIM, KLD and the AUC-Judd counts. Reductions end
 // in float64, so the results are at least as accurate as the blocked float32 sums of the JAX path.

@@ -122,8 +122,13 @@ class FrameScorer {
         thresholds.push_back(value);
       }
     }
-    const ThresholdCounter<float> counter(auc && !exact ? thresholds : std::vector<float>{});
-    const ThresholdCounter<double> exact_counter(auc && exact ? at_fixations : std::vector<double>{});
+    // AUC-Judd's counts: by bucket for a resized prediction (its values cross the thresholds at most
+    // pixels), else by a moving window, or by value (below).
+    const bool resized = pred.height != height || pred.width != width;
+    const bool by_bucket = auc && resized && (exact ? exact_buckets_.build(at_fixations) : buckets_.build(thresholds));
+    const bool windowed = auc && !by_bucket;
+    const ThresholdCounter<float> counter(windowed && !exact ? thresholds : std::vector<float>{});
+    const ThresholdCounter<double> exact_counter(windowed && exact ? at_fixations : std::vector<double>{});
     const Terms terms(prediction_.sum(), truth.sum, static_cast<double>(height * width));
     if constexpr (std::is_integral_v<P> && std::is_integral_v<G>) {
       if (IntegerPairs::apply(pred, gt, norm_p, norm_g, kld)) {
@@ -142,25 +147,29 @@ class FrameScorer {
       if (pred.height == height && pred.width == width && counter.slots() > 0)
         counted = count_by_value(pred, norm_p, counter, sums);
     }
-    double low_exact = std::numeric_limits<double>::infinity(), high_exact = -low_exact;
+    // The extremes are known, without a compare per pixel, for a resized prediction (PredictionRows
+    // tracks them) on a one-channel integer truth (its prepared extremes are its extremes' values).
+    const bool known = resized && std::is_integral_v<G> && gt.channels == 1;
+    if (known) {
+      sums.low_g = norm_g(norm_g.low);
+      sums.high_g = norm_g(norm_g.high);
+    }
     for (int64_t y = 0; y < height; ++y) {
       const float* p = prediction_.row(y);
-      truth.rows(y, truth_.data());
-      if (kld)
-        terms.add_row<true>(p, truth_.data(), width, sums);
-      else
-        terms.add_row<false>(p, truth_.data(), width, sums);
+      add_terms(terms, p, gt, norm_g, truth, y, kld, known, sums);
       if (exact) {  // the extremes (a flat map) and AUC-Judd's counts on the exact values
         const double* e = prediction_.row_exact(y);
-        for (int64_t x = 0; x < width; ++x) {
-          low_exact = std::min(low_exact, e[x]);
-          high_exact = std::max(high_exact, e[x]);
-        }
-        if (!counted && exact_counter.slots() > 0)
+        if (by_bucket)
+          exact_buckets_.add_row(p, e, width, sums.at_or_below, sums.above_lowest);
+        else if (!counted && exact_counter.slots() > 0)
           exact_counter.add_row<0>(e, width, sums.at_or_below, sums.above_lowest);
         continue;
       }
       if (counted) continue;
+      if (by_bucket) {
+        buckets_.add_row(p, p, width, sums.at_or_below, sums.above_lowest);
+        continue;
+      }
       switch (counter.slots()) {
         case 0: break;  // no thresholds (or AUC-Judd not asked for)
         case 1: counter.add_row<1>(p, width, sums.at_or_below, sums.above_lowest); break;
@@ -168,9 +177,9 @@ class FrameScorer {
         default: counter.add_row<0>(p, width, sums.at_or_below, sums.above_lowest);
       }
     }
-    if (exact) {
-      sums.low_p = low_exact;
-      sums.high_p = high_exact;
+    if (exact || known) {  // every row was read
+      sums.low_p = prediction_.low();
+      sums.high_p = prediction_.high();
     }
     finish(sums, prediction_.sum(), truth.sum, at_fixations, in, height, width, out);
     return Problem::kNone;
@@ -179,6 +188,25 @@ class FrameScorer {
  private:
   static constexpr int64_t kMaxCountedValues = 1 << 16;
   static constexpr int64_t kCopies = 4;  // histograms alternated over neighbouring pixels
+
+  // Adds row y's CC, NSS, SIM (and KLD) terms: a one-channel integer truth read in place, others
+  // prepared into a buffer first; the maps' extremes too, unless `known` (see score()).
+  template <typename G>
+  void add_terms(const Terms& terms, const float* p, const RawMap<G>& gt, const Normaliser<G>& norm_g,
+                 const PreparedMap& truth, int64_t y, bool kld, bool known, FrameSums& sums) {
+    const int64_t width = gt.width;
+    if constexpr (std::is_integral_v<G>) {
+      if (gt.channels == 1) {
+        const IntegerRow<G> row{gt.data + y * width, width, static_cast<int32_t>(norm_g.low), norm_g.scale};
+        if (known)
+          return kld ? terms.add_row<true, false>(p, row, width, sums) : terms.add_row<false, false>(p, row, width, sums);
+        return kld ? terms.add_row<true, true>(p, row, width, sums) : terms.add_row<false, true>(p, row, width, sums);
+      }
+    }
+    truth.rows(y, truth_.data());
+    const PreparedRow row{truth_.data()};
+    kld ? terms.add_row<true, true>(p, row, width, sums) : terms.add_row<false, true>(p, row, width, sums);
+  }
 
   // The AUC-Judd counts from a histogram of the prediction's values (false when they are too many).
   // Neighbouring pixels often share a value: alternating between kCopies histograms keeps each
@@ -250,6 +278,8 @@ class FrameScorer {
   }
 
   PredictionRows prediction_;
+  BucketCounter<float> buckets_;
+  BucketCounter<double> exact_buckets_;
   std::vector<float> truth_;
   std::vector<uint32_t> histogram_;
   std::vector<int32_t> value_counts_;  // count_by_value's thresholds at or below each value

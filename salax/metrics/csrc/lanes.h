@@ -4,6 +4,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <cstddef>
@@ -22,6 +23,10 @@ constexpr int64_t kLanes = 8;
 using Floats = float __attribute__((vector_size(4 * kLanes)));
 using Ints = int32_t __attribute__((vector_size(4 * kLanes)));
 constexpr int64_t kBlock = 16 * kLanes;  // pixels summed in float32 before a float64 flush
+// Four float64 lanes (one AVX2 register) and their compare masks: the float64 resize and counting.
+using Doubles = double __attribute__((vector_size(32)));
+using Longs = int64_t __attribute__((vector_size(32)));
+using Floats4 = float __attribute__((vector_size(16)));  // four lanes of Floats (Doubles, rounded)
 
 [[gnu::always_inline]] inline Floats load(const float* values) {
   Floats v;
@@ -66,6 +71,64 @@ template <typename T>
 #endif
 }
 
+// Lanes where values[lane] >= table[index[lane]]: eight floats, or eight doubles by two gathers of four.
+[[gnu::always_inline]] inline Ints at_least_entries(const float* values, const float* table, Ints index) {
+  return load(values) >= gather(table, index);
+}
+
+[[gnu::always_inline]] inline Ints at_least_entries(const double* values, const double* table, Ints index) {
+  Doubles head, tail;
+  std::memcpy(&head, values, sizeof head);
+  std::memcpy(&tail, values + 4, sizeof tail);
+#if defined(__AVX2__)
+  const __m256i indices = reinterpret_cast<__m256i>(index);
+  const __m256d first = _mm256_i32gather_pd(table, _mm256_castsi256_si128(indices), 8);
+  const __m256d second = _mm256_i32gather_pd(table, _mm256_extracti128_si256(indices, 1), 8);
+  const __m256d a = _mm256_cmp_pd(reinterpret_cast<__m256d>(head), first, _CMP_GE_OQ);
+  const __m256d b = _mm256_cmp_pd(reinterpret_cast<__m256d>(tail), second, _CMP_GE_OQ);
+  // The low halves of the eight 64-bit masks: a0 a1 b0 b1 | a2 a3 b2 b3, then in lane order.
+  const __m256 halves = _mm256_shuffle_ps(_mm256_castpd_ps(a), _mm256_castpd_ps(b), 0x88);
+  return reinterpret_cast<Ints>(_mm256_permute4x64_pd(_mm256_castps_pd(halves), 0xD8));
+#else
+  Ints out;
+  for (int lane = 0; lane < kLanes; ++lane)
+    out[lane] = (lane < 4 ? head[lane] : tail[lane - 4]) >= table[index[lane]] ? -1 : 0;
+  return out;
+#endif
+}
+
+// For each 8-bit lane mask, the lanes set, in order (then zeros): what compress() permutes by.
+struct CompressOrder {
+  int32_t lanes[256][kLanes] = {};
+  constexpr CompressOrder() {
+    for (int mask = 0; mask < 256; ++mask) {
+      int next = 0;
+      for (int lane = 0; lane < kLanes; ++lane)
+        if ((mask >> lane) & 1) lanes[mask][next++] = lane;
+    }
+  }
+};
+inline constexpr CompressOrder kCompressOrder{};
+
+// Writes the lanes of `values` where `mask` is set to out[0..], in order, and returns how many; it
+// writes kLanes values whatever the mask, so out needs that room (one permute and store on AVX2).
+[[gnu::always_inline]] inline int64_t compress(int32_t* out, Ints values, Ints mask) {
+#if defined(__AVX2__)
+  const int bits = _mm256_movemask_ps(reinterpret_cast<__m256>(mask));
+  const __m256i order = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kCompressOrder.lanes[bits]));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out),
+                      _mm256_permutevar8x32_epi32(reinterpret_cast<__m256i>(values), order));
+  return __builtin_popcount(static_cast<unsigned>(bits));
+#else
+  int64_t count = 0;
+  for (int lane = 0; lane < kLanes; ++lane) {
+    out[count] = values[lane];
+    count += mask[lane] != 0;
+  }
+  return count;
+#endif
+}
+
 // The lanes' sum in int64.
 [[gnu::always_inline]] inline int64_t lane_total(Ints v) {
   int64_t total = 0;
@@ -92,6 +155,21 @@ template <typename T>
   return total;
 }
 
+// fma(w, d, a) lane by lane, rounded once (one instruction where the build has FMA).
+[[gnu::always_inline]] inline Doubles fused_lanes(Doubles w, Doubles d, Doubles a) {
+#if defined(__FMA__)
+  return reinterpret_cast<Doubles>(_mm256_fmadd_pd(reinterpret_cast<__m256d>(w), reinterpret_cast<__m256d>(d),
+                                                   reinterpret_cast<__m256d>(a)));
+#else
+  Doubles out;
+  for (int lane = 0; lane < 4; ++lane) out[lane] = std::fma(w[lane], d[lane], a[lane]);
+  return out;
+#endif
+}
+
+// The lanes' sum in float64.
+[[gnu::always_inline]] inline double lane_total(Doubles v) { return (v[0] + v[1]) + (v[2] + v[3]); }
+
 [[gnu::always_inline]] inline Floats lane_min(Floats a, Floats b) { return a < b ? a : b; }
 
 [[gnu::always_inline]] inline float lowest_lane(Floats v) {
@@ -111,10 +189,6 @@ template <typename T>
 #endif
 }
 
-// Four float64 lanes (one AVX2 register) and their compare masks: the exact float64 path's counting.
-using Doubles = double __attribute__((vector_size(32)));
-using Longs = int64_t __attribute__((vector_size(32)));
-
 [[gnu::always_inline]] inline Doubles load(const double* values) {
   Doubles v;
   std::memcpy(&v, values, sizeof v);
@@ -133,6 +207,18 @@ using Longs = int64_t __attribute__((vector_size(32)));
 
 [[gnu::always_inline]] inline double lowest_lane(Doubles v) {
   return std::min(std::min(v[0], v[1]), std::min(v[2], v[3]));
+}
+
+// Whether eight consecutive values are all equal (flat stretches of an upscaled map: most vectors).
+[[gnu::always_inline]] inline bool all_equal(const float* values) {
+  return !any_lane(load(values) != values[0]);
+}
+
+[[gnu::always_inline]] inline bool all_equal(const double* values) {
+  Doubles head, tail;
+  std::memcpy(&head, values, sizeof head);
+  std::memcpy(&tail, values + 4, sizeof tail);
+  return !any_lane((head != values[0]) | (tail != values[0]));
 }
 
 // The vector of T values (float: eight lanes, double: four) and of its compare masks.

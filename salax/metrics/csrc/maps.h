@@ -135,6 +135,43 @@ inline Normaliser<uint8_t> byte_normaliser(const uint8_t* frame, int64_t pixels,
   }
   return normaliser_from<uint8_t>(lowest, highest, static_cast<double>(total), pixels, 1, channel_axis);
 }
+
+// The same for a uint16 map, 16 pixels per step: the sum adds the values less 32768 as int16 pairs
+// (one multiply-add), in int32 lanes flushed to int64 before they could overflow.
+inline Normaliser<uint16_t> word_normaliser(const uint16_t* frame, int64_t pixels, bool channel_axis) {
+  const __m256i bias = _mm256_set1_epi16(static_cast<int16_t>(0x8000)), ones = _mm256_set1_epi16(1);
+  __m256i low = _mm256_set1_epi16(-1), high = _mm256_setzero_si256();
+  int64_t total = 0, i = 0;
+  constexpr int64_t kFlush = 1 << 14;  // steps: each adds at most 65536 in magnitude to a lane
+  while (i + 16 <= pixels) {
+    __m256i sums = _mm256_setzero_si256();
+    const int64_t stop = std::min(pixels, i + 16 * kFlush);
+    for (; i + 16 <= stop; i += 16) {
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(frame + i));
+      low = _mm256_min_epu16(low, v);
+      high = _mm256_max_epu16(high, v);
+      sums = _mm256_add_epi32(sums, _mm256_madd_epi16(_mm256_xor_si256(v, bias), ones));
+    }
+    alignas(32) int32_t partial[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(partial), sums);
+    for (const int32_t lane : partial) total += lane;
+  }
+  total += 32768 * i;  // the bias of the pixels summed so far
+  alignas(32) uint16_t lows[16], highs[16];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lows), low);
+  _mm256_store_si256(reinterpret_cast<__m256i*>(highs), high);
+  int32_t lowest = 65535, highest = 0;
+  for (int lane = 0; lane < 16; ++lane) {
+    lowest = std::min<int32_t>(lowest, lows[lane]);
+    highest = std::max<int32_t>(highest, highs[lane]);
+  }
+  for (; i < pixels; ++i) {
+    lowest = std::min<int32_t>(lowest, frame[i]);
+    highest = std::max<int32_t>(highest, frame[i]);
+    total += frame[i];
+  }
+  return normaliser_from<uint16_t>(lowest, highest, static_cast<double>(total), pixels, 1, channel_axis);
+}
 #endif
 
 template <typename T>
@@ -142,6 +179,9 @@ Normaliser<T> normaliser(const T* frame, int64_t pixels, int64_t channels, bool 
 #if defined(__AVX2__)
   if constexpr (std::is_same_v<T, uint8_t>) {
     if (channels == 1) return byte_normaliser(frame, pixels, channel_axis);
+  }
+  if constexpr (std::is_same_v<T, uint16_t>) {
+    if (channels == 1) return word_normaliser(frame, pixels, channel_axis);
   }
 #endif
   Wide<T> low = channel_sum(frame, channels), high = low;
@@ -236,7 +276,8 @@ inline Axis ipp_axis(int64_t source, int64_t target) {
     const int64_t first = static_cast<int64_t>(floor);
     axis.border[j] = first < 0 ? 1 : (first >= source - 1 ? 2 : 0);
     axis.first[j] = std::clamp<int64_t>(first, 0, source - 1);
-    axis.second[j] = std::min(axis.first[j] + 1, source - 1);
+    // A border output copies its edge: both taps there, so that the blend gives the copy exactly.
+    axis.second[j] = axis.border[j] ? axis.first[j] : axis.first[j] + 1;
     axis.w1[j] = position - floor;
     axis.interior += axis.border[j] == 0;
   }
@@ -280,9 +321,55 @@ inline V unfused(V w, V difference, V a) { return a + w * difference; }
 template <typename V>
 constexpr int64_t kIppLanes = 16 / sizeof(V);
 
+// A row's sum in float64, by four accumulators of four lanes (no add waits on the one before).
+template <typename V>
+double row_total(const V* row, int64_t width) {
+  Doubles sums[4] = {};
+  int64_t x = 0;
+  for (; x + 16 <= width; x += 16)
+    for (int a = 0; a < 4; ++a)
+      for (int lane = 0; lane < 4; ++lane) sums[a][lane] += static_cast<double>(row[x + 4 * a + lane]);
+  double total = 0.0;
+  for (; x < width; ++x) total += static_cast<double>(row[x]);
+  for (int a = 0; a < 4; ++a) total += lane_total(sums[a]);
+  return total;
+}
+
+// Widens [low, high] to hold a row's values (four accumulators of four lanes: a min or max waits
+// for the one before it in its accumulator only).
+inline void widen_extremes(const double* row, int64_t width, double& low, double& high) {
+  constexpr int kAccumulators = 4;
+  Doubles lows[kAccumulators], highs[kAccumulators];
+  for (int a = 0; a < kAccumulators; ++a) {
+    lows[a] = Doubles{} + low;
+    highs[a] = Doubles{} + high;
+  }
+  int64_t x = 0;
+  for (; x + 4 * kAccumulators <= width; x += 4 * kAccumulators) {
+    for (int a = 0; a < kAccumulators; ++a) {
+      const Doubles v = load(row + x + 4 * a);
+      lows[a] = v < lows[a] ? v : lows[a];
+      highs[a] = v > highs[a] ? v : highs[a];
+    }
+  }
+  for (; x < width; ++x) {
+    low = std::min(low, row[x]);
+    high = std::max(high, row[x]);
+  }
+  for (int a = 0; a < kAccumulators; ++a) {
+    for (int lane = 0; lane < 4; ++lane) {
+      low = std::min(low, lows[a][lane]);
+      high = std::max(high, highs[a][lane]);
+    }
+  }
+}
+
 // A frame's prediction, prepared and resized to the ground-truth grid exactly as the organisers' route
 // (prepare.py's rule), served row by row: row() in float32 (the exact value rounded: what the sums
 // take), row_exact() in float64 (the exact value: what AUC-Judd's thresholds must compare).
+// No value is negative: a prepared value is a difference from the map's minimum (>= 0) over a positive
+// spread, and each of the resize's roundings (a + w (b - a), w in [0, 1), or w0 a + w1 b) of values
+// >= 0 is >= 0, as 0 is representable and rounding is monotone (thresholds.h relies on it).
 class PredictionRows {
  public:
   void load(PreparedMap source, int64_t height, int64_t width, int64_t out_height, int64_t out_width) {
@@ -290,18 +377,22 @@ class PredictionRows {
     row_.resize(std::max(padded(width), padded(out_width)));
     exact_.resize(std::max(padded(width), padded(out_width)));
     loaded_ = -1;
+    low_ = std::numeric_limits<double>::infinity();
+    high_ = -low_;
     same_size_ = height == out_height && width == out_width;
     sum_ = source.sum;
     source_ = std::move(source);
     if (same_size_) return;
     double_ = source_.exact_double;
     ipp_ = std::min(height, width) > 1;
+    source_width_ = width;
     columns_ = ipp_ ? ipp_axis(width, out_width) : opencv_axis(width, out_width);
+    interior_begin_ = std::find(columns_.border.begin(), columns_.border.end(), 0) - columns_.border.begin();
     rows_ = ipp_ ? ipp_axis(height, out_height) : opencv_axis(height, out_height);
     if (double_)
-      horizontal_pass(horizontal64_, fused64_, height, width);
+      prepare_source(source64_, ring64_, height, width);
     else
-      horizontal_pass(horizontal32_, fused32_, height, width);
+      prepare_source(source32_, ring32_, height, width);
   }
 
   // Row y of the prepared, resized prediction in float32 (valid until the next call).
@@ -318,6 +409,7 @@ class PredictionRows {
   const double* row_exact(int64_t y) {
     if (same_size_) {
       source_.exact_rows(y, exact_.data());
+      widen_extremes(exact_.data(), out_width_, low_, high_);
       return exact_.data();
     }
     compute(y);
@@ -326,107 +418,193 @@ class PredictionRows {
 
   double sum() const { return sum_; }
 
+  // The lowest and highest exact value of the rows row_exact() served since load() (or of the
+  // resized rows row() served): the map's extremes once every row was read.
+  double low() const { return low_; }
+  double high() const { return high_; }
+
   // Whether row() can order or tie pixels differently from row_exact() (then AUC-Judd must compare
   // row_exact): a float64-rule map, unless it is an integer map on its own grid.
   bool exact() const { return source_.exact_double && !(same_size_ && source_.levels); }
 
  private:
-  // The horizontal pass of every source row, in the rule's dtype V: `out` [h, W] with IPP's unfused
-  // tail (the rows interior output rows blend), `fused` [2, W] rows 0 and h-1 without it (what border
-  // output rows copy). Also the map's sum, from the rows weighted by the vertical taps.
+  // The source map prepared in the rule's dtype V ([h, w]: what the horizontal pass blends), room for
+  // the two horizontal rows the vertical pass blends at a time (and one border row), and the map's
+  // sum: the source weighted by how much of each pixel the resize takes (the taps' weights).
   template <typename V>
-  void horizontal_pass(std::vector<V>& out, std::vector<V>& fused_rows, int64_t height, int64_t width) {
-    const int64_t out_width = out_width_;
+  void prepare_source(std::vector<V>& values, std::vector<V>& ring, int64_t height, int64_t width) {
     std::vector<double> source(padded(width));
-    std::vector<V> values(padded(width));
-    out.resize(static_cast<size_t>(height * out_width));
-    fused_rows.resize(static_cast<size_t>(2 * out_width));
-    const Axis& c = columns_;
-    const int64_t begin = std::find(c.border.begin(), c.border.end(), 0) - c.border.begin();
-    const int64_t tail = ipp_ ? c.interior % kIppLanes<V> : 0;
-    std::vector<double> row_weights(height, 0.0);
-    for (int64_t y = 0; y < static_cast<int64_t>(rows_.first.size()); ++y) {
-      if (ipp_ && rows_.border[y]) {
-        row_weights[rows_.first[y]] += 1.0;
-      } else {
-        row_weights[rows_.first[y]] += ipp_ ? 1.0 - rows_.w1[y] : rows_.w0[y];
-        row_weights[rows_.second[y]] += rows_.w1[y];
-      }
-    }
+    values.resize(static_cast<size_t>(height * width));
+    ring.resize(static_cast<size_t>(3 * out_width_));
+    ring_rows_[0] = ring_rows_[1] = -1;
+    const std::vector<double> row_weights = tap_weights(rows_, height, ipp_);  // OpenCV's rows: clamped blends
+    const std::vector<double> column_weights = tap_weights(columns_, width, true);
     sum_ = 0.0;
     for (int64_t y = 0; y < height; ++y) {
       source_.exact_rows(y, source.data());
-      for (int64_t x = 0; x < width; ++x) values[x] = static_cast<V>(source[x]);
-      V* o = &out[y * out_width];
-      for (int64_t x = 0; x < out_width; ++x) {
-        const V a = values[c.first[x]], b = values[c.second[x]];
-        if (c.border[x]) {
-          o[x] = c.border[x] == 1 ? values[0] : values[width - 1];
-        } else if (ipp_) {
-          o[x] = fused(static_cast<V>(c.w1[x]), b - a, a);
-        } else {
-          o[x] = a * static_cast<V>(c.w0[x]) + b * static_cast<V>(c.w1[x]);
-        }
-      }
-      if (y == 0) std::copy(o, o + out_width, fused_rows.begin());
-      if (y == height - 1) std::copy(o, o + out_width, fused_rows.begin() + out_width);
-      if (!std::is_same_v<V, double>) {  // float32: the horizontal pass has the unfused tail too
-        for (int64_t x = begin + c.interior - tail; x < begin + c.interior; ++x) {
-          const V a = values[c.first[x]], b = values[c.second[x]];
-          o[x] = unfused(static_cast<V>(c.w1[x]), b - a, a);
-        }
-      }
+      V* row = &values[y * width];
       double row_sum = 0.0;
-      for (int64_t x = 0; x < out_width; ++x) row_sum += static_cast<double>(o[x]);
+      for (int64_t x = 0; x < width; ++x) {
+        row[x] = static_cast<V>(source[x]);
+        row_sum += column_weights[x] * static_cast<double>(row[x]);
+      }
       sum_ += row_sum * row_weights[y];
     }
   }
 
+  // How much of each source entry an axis's outputs take, in all (`copies`: its border outputs copy
+  // the edge rather than blend).
+  std::vector<double> tap_weights(const Axis& axis, int64_t source, bool copies) const {
+    std::vector<double> weights(static_cast<size_t>(source), 0.0);
+    for (size_t j = 0; j < axis.first.size(); ++j) {
+      if (copies && axis.border[j]) {
+        weights[axis.first[j]] += 1.0;
+      } else {
+        weights[axis.first[j]] += ipp_ ? 1.0 - axis.w1[j] : axis.w0[j];
+        weights[axis.second[j]] += axis.w1[j];
+      }
+    }
+    return weights;
+  }
+
+  // Source row i's horizontal pass in the rule's dtype V into out [W]: with IPP's unfused tail (the
+  // rows interior output rows blend) or, `copied`, without it (what border output rows copy).
   template <typename V>
-  void vertical_pass(const std::vector<V>& horizontal, const std::vector<V>& fused_rows, int64_t y) {
+  void horizontal_row(const std::vector<V>& source, int64_t i, bool copied, V* out) const {
+    const Axis& c = columns_;
+    const int64_t out_width = out_width_, width = source_width_;
+    const V* values = &source[i * width];
+    if (ipp_) {  // border outputs too: their taps are their edge twice (ipp_axis)
+      for (int64_t x = 0; x < out_width; ++x) {
+        const V a = values[c.first[x]], b = values[c.second[x]];
+        out[x] = fused(static_cast<V>(c.w1[x]), b - a, a);
+      }
+    } else {
+      for (int64_t x = 0; x < out_width; ++x) {
+        const V a = values[c.first[x]], b = values[c.second[x]];
+        out[x] = c.border[x] ? (c.border[x] == 1 ? values[0] : values[width - 1])
+                             : a * static_cast<V>(c.w0[x]) + b * static_cast<V>(c.w1[x]);
+      }
+    }
+    if (std::is_same_v<V, double> || copied || !ipp_) return;
+    // float32: the horizontal pass has the unfused tail too
+    for (int64_t x = interior_begin_ + c.interior - c.interior % kIppLanes<V>; x < interior_begin_ + c.interior; ++x) {
+      const V a = values[c.first[x]], b = values[c.second[x]];
+      out[x] = unfused(static_cast<V>(c.w1[x]), b - a, a);
+    }
+  }
+
+  // Source row i's horizontal pass (with the tail), from the two rows kept, or computed into the slot
+  // that does not hold row `keep`.
+  template <typename V>
+  const V* kept_row(const std::vector<V>& source, std::vector<V>& ring, int64_t i, int64_t keep) {
+    for (int slot = 0; slot < 2; ++slot)
+      if (ring_rows_[slot] == i) return &ring[slot * out_width_];
+    const int slot = ring_rows_[0] == keep ? 1 : 0;
+    horizontal_row(source, i, false, &ring[slot * out_width_]);
+    ring_rows_[slot] = i;
+    return &ring[slot * out_width_];
+  }
+
+  // Row y of the vertical pass into exact_ and row_, widening [low_, high_].
+  template <typename V>
+  void vertical_pass(const std::vector<V>& source, std::vector<V>& ring, int64_t y) {
     const int64_t width = out_width_;
     const Axis& r = rows_;
-    const V* a = &horizontal[r.first[y] * width];
-    const V* b = &horizontal[r.second[y] * width];
     double* exact = exact_.data();
+    if (ipp_ && r.border[y]) {  // a copy of the first or last source row's horizontal pass
+      V* copy = &ring[2 * width];
+      horizontal_row(source, r.first[y], true, copy);
+      for (int64_t x = 0; x < width; ++x) exact[x] = copy[x];
+      return finish(0, width);
+    }
+    const V* a = kept_row(source, ring, r.first[y], r.second[y]);
+    const V* b = kept_row(source, ring, r.second[y], r.first[y]);
     if (!ipp_) {
       const V w0 = static_cast<V>(r.w0[y]), w1 = static_cast<V>(r.w1[y]);
 #pragma omp simd
       for (int64_t x = 0; x < width; ++x) exact[x] = a[x] * w0 + b[x] * w1;
-    } else if (r.border[y]) {
-      const V* copy = &fused_rows[(r.border[y] == 1 ? 0 : 1) * width];
-      for (int64_t x = 0; x < width; ++x) exact[x] = copy[x];
-    } else {
-      const V w = static_cast<V>(r.w1[y]);
-#pragma omp simd
-      for (int64_t x = 0; x < width; ++x) exact[x] = fused(w, b[x] - a[x], a[x]);
-      const Axis& c = columns_;
-      const int64_t begin = std::find(c.border.begin(), c.border.end(), 0) - c.border.begin();
-      for (int64_t x = begin + c.interior - c.interior % kIppLanes<V>; x < begin + c.interior; ++x)
-        exact[x] = unfused(w, b[x] - a[x], a[x]);
+      return finish(0, width);
     }
+    // Most rows: blend, round and widen in one pass.
+    const V w = static_cast<V>(r.w1[y]);
+    const int64_t tail_end = interior_begin_ + columns_.interior;
+    const int64_t tail_begin = tail_end - columns_.interior % kIppLanes<V>;
+    blend(a, b, w, 0, tail_begin);
+    blend(a, b, w, tail_end, width);
+    for (int64_t x = tail_begin; x < tail_end; ++x) {
+      exact[x] = unfused(w, b[x] - a[x], a[x]);
+      finish(x, x + 1);
+    }
+  }
+
+  // IPP's fused blend of columns [from, to) of two horizontal rows, with finish()'s work: float64
+  // rows in one pass (four accumulators of extremes, so no min waits on the one before), float32
+  // rows by finish().
+  template <typename V>
+  void blend(const V* a, const V* b, V w, int64_t from, int64_t to) {
+    double* exact = exact_.data();
+    int64_t x = from;
+    if constexpr (std::is_same_v<V, double>) {
+      float* out = row_.data();
+      constexpr int kAccumulators = 4;
+      Doubles lows[kAccumulators], highs[kAccumulators];
+      for (int k = 0; k < kAccumulators; ++k) {
+        lows[k] = Doubles{} + low_;
+        highs[k] = Doubles{} + high_;
+      }
+      const Doubles weight = Doubles{} + w;
+      for (; x + 4 * kAccumulators <= to; x += 4 * kAccumulators) {
+        for (int k = 0; k < kAccumulators; ++k) {
+          const Doubles first = salax_aim::load(a + x + 4 * k);
+          const Doubles value = fused_lanes(weight, salax_aim::load(b + x + 4 * k) - first, first);
+          std::memcpy(exact + x + 4 * k, &value, sizeof value);
+          const auto rounded = __builtin_convertvector(value, Floats4);
+          std::memcpy(out + x + 4 * k, &rounded, sizeof rounded);
+          lows[k] = value < lows[k] ? value : lows[k];
+          highs[k] = value > highs[k] ? value : highs[k];
+        }
+      }
+      for (int k = 0; k < kAccumulators; ++k) {
+        for (int lane = 0; lane < 4; ++lane) {
+          low_ = std::min(low_, lows[k][lane]);
+          high_ = std::max(high_, highs[k][lane]);
+        }
+      }
+    }
+#pragma omp simd
+    for (int64_t i = x; i < to; ++i) exact[i] = fused(w, b[i] - a[i], a[i]);
+    finish(x, to);
+  }
+
+  // Columns [from, to) of exact_ rounded into row_, and [low_, high_] widened to hold them.
+  void finish(int64_t from, int64_t to) {
+    float* out = row_.data();
+    const double* exact = exact_.data();
+#pragma omp simd
+    for (int64_t x = from; x < to; ++x) out[x] = static_cast<float>(exact[x]);
+    widen_extremes(exact + from, to - from, low_, high_);
   }
 
   void compute(int64_t y) {
     if (y == loaded_) return;
     if (double_)
-      vertical_pass(horizontal64_, fused64_, y);
+      vertical_pass(source64_, ring64_, y);
     else
-      vertical_pass(horizontal32_, fused32_, y);
-    float* out = row_.data();
-    const double* exact = exact_.data();
-#pragma omp simd
-    for (int64_t x = 0; x < out_width_; ++x) out[x] = static_cast<float>(exact[x]);
+      vertical_pass(source32_, ring32_, y);
     loaded_ = y;
   }
 
   bool same_size_ = false, double_ = false, ipp_ = true;
   int64_t out_width_ = 0, loaded_ = -1;
-  double sum_ = 0.0;
+  int64_t interior_begin_ = 0;  // the first output column that blends two source columns
+  int64_t source_width_ = 0;
+  int64_t ring_rows_[2] = {-1, -1};  // the source rows whose horizontal pass the ring holds
+  double sum_ = 0.0, low_ = 0.0, high_ = 0.0;
   PreparedMap source_;
   Axis columns_, rows_;
-  std::vector<double> horizontal64_, fused64_, exact_;
-  std::vector<float> horizontal32_, fused32_, row_;
+  std::vector<double> source64_, ring64_, exact_;  // ring: two kept horizontal rows, then a border row
+  std::vector<float> source32_, ring32_, row_;
 };
 
 }  // namespace salax_aim

@@ -24,6 +24,35 @@ struct FrameSums {
   double low_g = std::numeric_limits<double>::infinity(), high_g = -std::numeric_limits<double>::infinity();
 };
 
+// A ground-truth row for Terms::add_row: prepared values (a padded float32 buffer), eight at a time.
+struct PreparedRow {
+  const float* values;
+  [[gnu::always_inline]] Floats operator()(int64_t x) const { return load(values + x); }
+  // The lanes from x to the row's end, then anything (the buffer is padded).
+  Floats tail(int64_t x) const { return load(values + x); }
+};
+
+// A one-channel integer ground-truth row read in place, prepared as it is read: (value - low) in
+// float32 times scale, Normaliser's rule (no buffer to fill and read back).
+template <typename G>
+struct IntegerRow {
+  const G* raw;
+  int64_t width;
+  int32_t low;
+  float scale;
+  [[gnu::always_inline]] Floats operator()(int64_t x) const {
+    return __builtin_convertvector(load_ints(raw + x) - low, Floats) * scale;
+  }
+  // The lanes from x to the row's end, then zeros (never reading past the row: it may end the frame).
+  Floats tail(int64_t x) const {
+    G rest[kLanes] = {};
+    std::copy(raw + x, raw + width, rest);
+    Floats out = {};
+    for (int64_t lane = 0; lane < width - x; ++lane) out[lane] = static_cast<float>(rest[lane] - low) * scale;
+    return out;
+  }
+};
+
 // The per-pixel terms of CC, NSS, SIM and KLD, given the sums of the two maps.
 class Terms {
  public:
@@ -45,9 +74,10 @@ class Terms {
 
   // Adds a row: float32 sums of kBlock pixels, each flushed to float64. The lanes of the last
   // vector that lie past the row's end are dropped (row buffers are padded to whole vectors).
-  // KLD's terms (a log per pixel) only when Kld.
-  template <bool Kld>
-  void add_row(const float* p, const float* g, int64_t width, FrameSums& sums) const {
+  // KLD's terms (a log per pixel) only when Kld; the maps' extremes only when Extremes (the caller
+  // may know them).
+  template <bool Kld, bool Extremes, typename Truth>
+  void add_row(const float* p, const Truth& g, int64_t width, FrameSums& sums) const {
     constexpr float kInf = std::numeric_limits<float>::infinity();
     Floats low_p = Floats{} + kInf, high_p = Floats{} - kInf, low_g = Floats{} + kInf, high_g = Floats{} - kInf;
     for (int64_t x = 0; x < width; x += kBlock) {
@@ -55,28 +85,32 @@ class Terms {
       const int64_t stop = std::min(x + kBlock, width);
       int64_t i = x;
       for (; i + kLanes <= stop; i += kLanes) {
-        const Floats vp = load(p + i), vg = load(g + i);
+        const Floats vp = load(p + i), vg = g(i);
         add<Kld>(vp, vg, block);
-        low_p = vp < low_p ? vp : low_p;
-        high_p = vp > high_p ? vp : high_p;
-        low_g = vg < low_g ? vg : low_g;
-        high_g = vg > high_g ? vg : high_g;
+        if constexpr (Extremes) {
+          low_p = vp < low_p ? vp : low_p;
+          high_p = vp > high_p ? vp : high_p;
+          low_g = vg < low_g ? vg : low_g;
+          high_g = vg > high_g ? vg : high_g;
+        }
       }
       if (i < stop) {
         const Ints keep = first_lanes(stop - i);
         Floats tail[kTerms] = {};
-        add<Kld>(load(p + i), load(g + i), tail);
+        const Floats vg = g.tail(i);
+        add<Kld>(load(p + i), vg, tail);
         for (int t = 0; t < kTerms; ++t) block[t] += select(keep, tail[t], Floats{});
-        for (; i < stop; ++i) {
-          low_p[0] = std::min(low_p[0], p[i]);
-          high_p[0] = std::max(high_p[0], p[i]);
-          low_g[0] = std::min(low_g[0], g[i]);
-          high_g[0] = std::max(high_g[0], g[i]);
+        for (int64_t lane = 0; lane < stop - i; ++lane) {
+          low_p[0] = std::min(low_p[0], p[i + lane]);
+          high_p[0] = std::max(high_p[0], p[i + lane]);
+          low_g[0] = std::min(low_g[0], vg[lane]);
+          high_g[0] = std::max(high_g[0], vg[lane]);
         }
       }
       double* totals[kTerms] = {&sums.pp, &sums.gg, &sums.pg, &sums.intersection, &sums.divergence};
       for (int t = 0; t < kTerms; ++t) *totals[t] += lane_total(block[t]);
     }
+    if (!Extremes) return;
     for (int lane = 0; lane < kLanes; ++lane) {
       sums.low_p = std::min<double>(sums.low_p, low_p[lane]);
       sums.high_p = std::max<double>(sums.high_p, high_p[lane]);

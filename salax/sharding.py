@@ -14,6 +14,8 @@ from flax import nnx
 import jax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from salax.models.axes import LOGICAL_AXES
+
 MESH_AXES = ("data", "fsdp", "tensor")
 
 LogicalRules = tuple[tuple[str, str | tuple[str, ...] | None], ...]
@@ -27,6 +29,9 @@ DEFAULT_LOGICAL_RULES: LogicalRules = (
     ("mlp", "tensor"),
     ("heads", "tensor"),
     ("channels", "tensor"),
+    # Not `fsdp` on a kernel's input channels: with `tensor` on its output channels, XLA's SPMD partitioner
+    # (jax 0.10.2) miscomputes the input gradient of such a convolution (tests/test_train_distributed.py).
+    ("channels_out", ("tensor", "fsdp")),
     ("kv", None),
     ("time", None),
     ("length", None),
@@ -65,13 +70,18 @@ def make_mesh(axis_sizes: Mapping[str, int], devices: Sequence[jax.Device] | Non
 
 
 def logical_rules(rules: Sequence[Sequence[Any]]) -> LogicalRules:
-    """Config rules (lists, as ConfigDicts store them) as the tuples flax expects."""
+    """Config rules (lists, as ConfigDicts store them) as the tuples flax expects.
+
+    A logical axis of the model that the rules do not name is replicated: a run or export recorded
+    before the model named that axis (`channels_out`) keeps loading with the layout it was saved with.
+    """
     def mesh_axes(value: Any) -> str | tuple[str, ...] | None:
         if value is None or isinstance(value, str):
             return value
         return tuple(value)
 
-    return tuple((str(name), mesh_axes(value)) for name, value in rules)
+    named = tuple((str(name), mesh_axes(value)) for name, value in rules)
+    return named + tuple((name, None) for name in LOGICAL_AXES if name not in dict(named))
 
 
 def _fits(spec: PartitionSpec, shape: tuple[int, ...], mesh: Mesh) -> PartitionSpec:

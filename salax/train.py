@@ -232,8 +232,7 @@ class _Validation:
 
     def __call__(self, params: Any, step: int) -> dict[str, Any]:
         write = self._config.write_predictions and step == self._config.num_steps
-        predictions = pathlib.Path(str(self._workdir.predictions)) if write else None
-        evaluation = self._evaluator(params, predictions_dir=predictions)
+        evaluation = self._evaluator(params, predictions_dir=self._workdir.predictions if write else None)
         summary = {"step": step, **evaluation.summary}
         if jax.process_index() == 0:
             run_dir.write_json(self._workdir.eval_step(step), summary)

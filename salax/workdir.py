@@ -20,6 +20,7 @@ import importlib.metadata
 import json
 import pathlib
 import subprocess
+import time
 from typing import Any
 
 from etils import epath
@@ -30,8 +31,10 @@ from tqdm import tqdm
 from salax.paths import as_path, write_atomically, write_json
 
 CONFIG_FILE = "config.json"
-# Fields that may change when a run is resumed; any other difference means another run.
-RESUMABLE_FIELDS = ("data.num_workers", "data.num_threads", "log_every", "write_predictions")
+# Fields that may change when a run is resumed; any other difference means another run. The layout
+# (mesh, logical rules) is among them: checkpoints restore into the shardings of the run that resumes.
+RESUMABLE_FIELDS = ("data.num_workers", "data.num_threads", "log_every", "write_predictions",
+                    "mesh.data", "mesh.fsdp", "mesh.tensor", "logical_rules")
 # Packages whose versions decide a run's numbers, recorded in run.json.
 RECORDED_PACKAGES = ("salax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain", "numpy",
                      "tensorflow-datasets", "ml_collections")
@@ -254,7 +257,10 @@ class RunLog:
             return
         rows = _kept_rows(workdir.log_file, start_step)
         write_atomically(workdir.log_file, "".join(row + "\n" for row in rows))
-        self._writer = SummaryWriter(str(workdir.tensorboard), purge_step=start_step + 1 if start_step else None)
+        # tensorboardX names event files by the second they were opened and truncates an existing one: the
+        # suffix keeps a resume in the same second from erasing the file before it, and keeps creation order.
+        self._writer = SummaryWriter(str(workdir.tensorboard), purge_step=start_step + 1 if start_step else None,
+                                     filename_suffix=f".{time.time_ns()}")
         self._jsonl = workdir.log_file.open("a")
         self._progress = tqdm(total=num_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True)
 

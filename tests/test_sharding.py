@@ -12,7 +12,8 @@ import optax
 import pytest
 
 from salax import sharding
-from salax.models.axes import param
+from salax.models.axes import LOGICAL_AXES, param
+from salax.models.layers import Conv
 
 
 @pytest.mark.parametrize("axes, devices, expected", [
@@ -38,15 +39,14 @@ def test_bad_meshes_are_explained(axes, devices, message):
 
 
 def test_default_rules_name_every_logical_axis_of_the_model():
-    from salax.models.axes import LOGICAL_AXES
-
     assert sorted(name for name, _ in sharding.DEFAULT_LOGICAL_RULES) == sorted(LOGICAL_AXES)
     assert sharding.DEFAULT_LOGICAL_RULES[0][0] == "batch"
 
 
 def test_rules_from_config_lists_become_tuples():
     rules = sharding.logical_rules([["batch", ["data", "fsdp"]], ["embed", "fsdp"], ["kv", None]])
-    assert rules == (("batch", ("data", "fsdp")), ("embed", "fsdp"), ("kv", None))
+    assert rules[:3] == (("batch", ("data", "fsdp")), ("embed", "fsdp"), ("kv", None))
+    assert dict(rules[3:]) == {name: None for name in LOGICAL_AXES if name not in ("batch", "embed", "kv")}
     assert sharding.batch_axes(rules) == ("data", "fsdp")
     assert sharding.batch_axes((("embed", "fsdp"),)) == ()
 
@@ -82,3 +82,16 @@ def test_optimiser_moments_mirror_the_parameter_shardings():
     adam = mirrored[0]
     assert adam.mu == param_sharding and adam.nu == param_sharding
     assert adam.count.spec == PartitionSpec()
+
+
+def test_rules_recorded_before_the_model_named_an_axis_replicate_it():
+    # A run's config.json from before `channels_out` existed: its rules do not name it.
+    recorded = [[name, axes] for name, axes in sharding.DEFAULT_LOGICAL_RULES if name != "channels_out"]
+    rules = sharding.logical_rules(recorded)
+    mesh = sharding.make_mesh(dict(data=1, fsdp=1, tensor=1))
+    conv = nnx.eval_shape(lambda: Conv(4, 8, (3, 3, 3), out_name="channels_out", rngs=nnx.Rngs(0)))
+    specs = jax.tree.map(lambda s: s.spec, sharding.param_shardings(nnx.state(conv, nnx.Param), mesh, rules))
+    assert specs == {"kernel": PartitionSpec(None, None, None, None, None), "bias": PartitionSpec("tensor")}
+    current = jax.tree.map(lambda s: s.spec, sharding.param_shardings(
+        nnx.state(conv, nnx.Param), mesh, sharding.logical_rules(sharding.DEFAULT_LOGICAL_RULES)))
+    assert current["kernel"] == PartitionSpec(None, None, None, None, ("tensor", "fsdp"))

@@ -1,5 +1,6 @@
 """Many devices and processes: 8 CPU devices match one; two processes train, stop together on a
-signal and resume exactly, and evaluate each video once with the summary of one process.
+signal and resume exactly, and evaluate each video once with the summary of one process; two
+`python -m salax.main` processes run the whole job, stop on a signal and resume as an uninterrupted run.
 
 JAX fixes its device count when it starts, so each case runs in fresh processes (this file is
 also their script: `python tests/test_train_distributed.py eight_devices|process ...`).
@@ -7,17 +8,20 @@ also their script: `python tests/test_train_distributed.py eight_devices|process
 
 import json
 import pathlib
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import pytest
-from run_testdata import child_env, log_rows, logged_losses, random_batch, random_batches, small_config, xla_cache
+from run_testdata import ROOT, child_env, log_rows, logged_losses, random_batch, random_batches, small_config, xla_cache
+from tensorboard_events import shown_scalars
 
-from salax import demo, preemption
+from salax import checkpoint, demo, preemption, workdir
 from salax.data import pipeline
 from salax.evaluate.__main__ import main as evaluate_main
 
@@ -25,6 +29,7 @@ compile_cache = pytest.fixture(scope="module")(xla_cache)
 
 STEPS = 3
 PREEMPT_STEPS = 16
+CLI_STEPS = 48  # a step takes about 0.1 s: enough of them that a signal lands before the end
 
 
 def _run(args: list[str], env: dict) -> subprocess.Popen:
@@ -51,6 +56,11 @@ def test_eight_devices_match_one_device(compile_cache):
     assert result["fc1_shard"] == [32, 128]  # [64, 256] split two ways each
     assert result["qkv_spec"] == ["fsdp", None, "tensor", None]
     assert result["adam_mu_fc1_spec"] == ["fsdp", "tensor"]
+    # Every decoder convolution kernel (3-D over time, 2-D over space): output channels over tensor and fsdp.
+    convs = result["decoder_conv_specs"]
+    assert len(convs) == 4 * 2 + 3 * 2 + 1  # per tap a time conv and a resample, two per fusion, the head
+    assert all(spec[-1] == ["tensor", "fsdp"] and not any(spec[:-1]) for spec in convs.values()), convs
+    assert result["time_conv_shard"] == [3, 3, 3, 16, 4]  # [3, 3, 3, 16, 16] split four ways
 
 
 def _free_port() -> int:
@@ -131,8 +141,8 @@ def test_two_process_evaluation_scores_each_video_once_and_equals_one_process(tm
         if "{" in lines:  # process 0 prints the summary
             two = json.loads("\n".join(lines[lines.index("{"):]))
     tests = pipeline.list_videos(config.data.data_dir, builder_config="s224", split="public_test")
-    scored = _scored(workdir, "public_test")
-    assert sorted(scored) == sorted(tests) and len(set(scored)) == len(scored)
+    by_process = [set(names) for names in _scored_by(workdir, "public_test")]  # as_submitted scores a video again
+    assert sorted(set.union(*by_process)) == sorted(tests) and not set.intersection(*by_process)
 
     # One process, the same checkpoint: the same summaries (the predictions are the same rows).
     for split, summary in (("validation", validation), ("public_test", two)):
@@ -140,9 +150,65 @@ def test_two_process_evaluation_scores_each_video_once_and_equals_one_process(tm
         one = json.loads(capsys.readouterr().out)
         assert (one["videos"], one["frames"], one["excluded_frames"]) == (
             summary["videos"], summary["frames"], summary["excluded_frames"])
-        for part in ("model", "centre_prior"):
+        for part in ("model", "centre_prior", "as_submitted")[: 3 if split == "public_test" else 2]:
             for metric, value in one[part].items():
                 np.testing.assert_allclose(summary[part][metric], value, rtol=1e-5, err_msg=f"{split} {metric}")
+
+
+def _main_pair(config_file: pathlib.Path, run: pathlib.Path, cache: dict) -> list[subprocess.Popen]:
+    """`python -m salax.main` as the two processes of a job on 127.0.0.1, as launch/ starts them."""
+    address = f"127.0.0.1:{_free_port()}"
+    return [subprocess.Popen([sys.executable, "-m", "salax.main", f"--config={config_file}", f"--workdir={run}",
+                              "--distributed", f"--coordinator_address={address}", "--num_processes=2",
+                              f"--process_id={index}"], cwd=ROOT, env=child_env(cache), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for index in range(2)]
+
+
+@pytest.mark.slow
+def test_two_process_cli_job_stops_on_sigint_and_resumes_as_the_uninterrupted_job(tmp_path, compile_cache):
+    config = small_config(**{"data.manual_dir": str(tmp_path / "avimos"), "data.data_dir": str(tmp_path / "tfds"),
+                             "data.synthetic_videos": 8, "data.eval_batch_size": 8, "num_steps": CLI_STEPS,
+                             "checkpoint_every": CLI_STEPS, "write_predictions": False})
+    config_file = tmp_path / "small.json"  # a config file, as a recorded run's config.json is one
+    config_file.write_text(json.dumps(workdir.resolved(config)))
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    for process in _main_pair(config_file, straight, compile_cache):  # process 0 builds the data first
+        _finish(process, timeout=600)
+
+    processes = _main_pair(config_file, stopped, compile_cache)
+    deadline = time.monotonic() + 400
+    while not ((stopped / "log.jsonl").is_file() and len(_train_steps(stopped)) >= 2):
+        assert all(p.poll() is None for p in processes), processes[0].stderr.read()[-2000:]
+        assert time.monotonic() < deadline, "no step 2 within 400 s"
+        time.sleep(0.05)
+    processes[1].send_signal(signal.SIGINT)  # one process is told; both save the same step and exit 75
+    outputs = []
+    for process in processes:
+        out, err = process.communicate(timeout=400)
+        assert process.returncode == preemption.EXIT_CODE, err[-3000:]
+        outputs.append(out)
+    said = re.search(r"stopped on SIG[A-Z]+ at step (\d+)", outputs[0])
+    assert said, outputs[0][-2000:]
+    step = int(said.group(1))
+    assert 2 <= step < CLI_STEPS and _train_steps(stopped) == list(range(1, step + 1))
+    assert checkpoint.RunCheckpoints(stopped / "checkpoints", create=False).all_steps() == [step]
+    assert not (stopped / "eval").exists()
+
+    resumed = [_finish(process, timeout=600) for process in _main_pair(config_file, stopped, compile_cache)]
+    assert f"resuming from step {step}" in resumed[0]
+    # One row per step, the final evaluation last; the same numbers as the job that ran in one go.
+    rows = log_rows(stopped)
+    assert [(row["step"], row["split"]) for row in rows] == [(s, "train") for s in range(1, CLI_STEPS + 1)] + [
+        (CLI_STEPS, "eval")]
+    assert logged_losses(stopped) == logged_losses(straight)
+    assert json.loads((stopped / "eval" / "summary.json").read_text()) == json.loads(
+        (straight / "eval" / "summary.json").read_text())
+    final = [checkpoint.RunCheckpoints(run / "checkpoints", create=False).restore_params(CLI_STEPS)
+             for run in (straight, stopped)]
+    jax.tree.map(np.testing.assert_array_equal, *final)
+    # TensorBoard shows each step once, the resumed run's values (purge_step hides what was replayed).
+    shown = shown_scalars(stopped / "tensorboard", "train/loss")
+    assert shown == [(s, float(np.float32(loss))) for s, loss in sorted(logged_losses(stopped).items())]
 
 
 def _eval_config(root: pathlib.Path):
@@ -151,10 +217,15 @@ def _eval_config(root: pathlib.Path):
                            "checkpoint_every": 2, "eval_every": 2})
 
 
+def _scored_by(workdir: pathlib.Path, split: str) -> list[list[str]]:
+    """Per process, the videos it scored, from the record each kept (see _record_scoring)."""
+    return [[line.split()[1] for line in path.read_text().splitlines() if line.split()[0] == split]
+            for path in sorted(workdir.glob("scored_*.txt"))]
+
+
 def _scored(workdir: pathlib.Path, split: str) -> list[str]:
-    """The videos the processes scored, from the record each kept (see _record_scoring)."""
-    return [line.split()[1] for path in sorted(workdir.glob("scored_*.txt"))
-            for line in path.read_text().splitlines() if line.split()[0] == split]
+    """The videos the processes scored, all together."""
+    return [name for names in _scored_by(workdir, split) for name in names]
 
 
 # ------------------------------------------------------------------------------ the processes
@@ -184,6 +255,9 @@ def _eight_devices() -> None:
     block = state_8["params"]["encoder"]["blocks"][0]
     spec = lambda array: list(array.sharding.spec) + [None] * (array.ndim - len(array.sharding.spec))  # noqa: E731
     mu = state_8["opt_state"][1].mu["encoder"]["blocks"][0]["mlp"]["fc1"]["kernel"]
+    conv_kernels = {jax.tree_util.keystr(path): kernel for path, kernel in
+                    jax.tree_util.tree_leaves_with_path(state_8["params"]["decoder"]) if kernel.ndim >= 4}
+    time_conv = state_8["params"]["decoder"]["branches"][0]["time_convs"][0]["kernel"]
     print(json.dumps({
         "losses_1": losses_1, "losses_8": losses_8,
         "max_param_difference": max(jax.tree.leaves(difference)),
@@ -191,6 +265,8 @@ def _eight_devices() -> None:
         "fc1_shard": list(block["mlp"]["fc1"]["kernel"].addressable_shards[0].data.shape),
         "qkv_spec": spec(block["attn"]["qkv"]),
         "adam_mu_fc1_spec": spec(mu),
+        "decoder_conv_specs": {name: spec(kernel) for name, kernel in conv_kernels.items()},
+        "time_conv_shard": list(time_conv.addressable_shards[0].data.shape),
     }))
     assert isinstance(block["attn"]["qkv"].sharding.spec, PartitionSpec)
 

@@ -4,6 +4,7 @@ import json
 
 import pytest
 from run_testdata import small_config
+from tensorboard_events import raw_scalars, shown_scalars
 
 from salax import workdir
 from salax.workdir import UserError, Workdir
@@ -19,6 +20,12 @@ def test_workdir_of_another_config_is_refused(tmp_path):
         workdir.prepare(other, run, overwrite=False)
     workdir.prepare(small_config(log_every=7), run, overwrite=False)  # resumable change
     assert (tmp_path / "checkpoints").is_dir()
+    # Another layout resumes too (checkpoints restore into the new shardings), old rules included.
+    old_rules = tuple(rule for rule in small_config().logical_rules if rule[0] != "channels_out")
+    workdir.prepare(small_config(**{"mesh.data": 1, "mesh.fsdp": -1, "logical_rules": old_rules}), run,
+                    overwrite=False)
+    assert (tmp_path / "checkpoints").is_dir()
+    assert json.loads((tmp_path / "config.json").read_text())["mesh"]["fsdp"] == -1
     workdir.prepare(other, run, overwrite=True)
     assert not (tmp_path / "checkpoints").exists()
     assert json.loads((tmp_path / "config.json").read_text())["optimizer"]["peak_lr"] == 0.5
@@ -49,3 +56,19 @@ def test_resume_keeps_whole_rows_up_to_the_restored_step(tmp_path):
     log.close()
     kept = [json.loads(line) for line in run.log_file.read_text().splitlines()]
     assert [(row["step"], row["loss"]) for row in kept] == [(1, 1.0), (2, 2.0), (3, 30.0)]
+
+
+def test_tensorboard_shows_each_step_once_after_a_resume(tmp_path):
+    run = Workdir.at(tmp_path)
+    first = workdir.RunLog(run, start_step=0, num_steps=8)
+    for step in range(1, 7):  # steps 5 and 6 were logged, then the run died after the checkpoint of step 4
+        first.scalars(step, {"loss": float(step), "cc": 0.0})
+    first.close()
+    resumed = workdir.RunLog(run, start_step=4, num_steps=8)  # within the same second, on the same host
+    for step in range(5, 9):
+        resumed.scalars(step, {"loss": 10.0 * step, "cc": 0.0})
+    resumed.close()
+    written = raw_scalars(run.tensorboard, "train/loss")
+    assert [step for step, _ in written] == [1, 2, 3, 4, 5, 6, 5, 6, 7, 8]  # both runs' rows are in the files
+    assert shown_scalars(run.tensorboard, "train/loss") == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0), (5, 50.0),
+                                                             (6, 60.0), (7, 70.0), (8, 80.0)]

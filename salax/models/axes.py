@@ -23,6 +23,7 @@ LOGICAL_AXES = (
     "height",  # rows of a feature map
     "width",  # columns of a feature map
     "channels",  # decoder and audio feature channels
+    "channels_out",  # output channels of a decoder convolution kernel (tensor and fsdp split them)
     "mel",  # mel frequency bins
 )
 

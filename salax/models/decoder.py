@@ -20,6 +20,7 @@ from salax.models.axes import constrain
 from salax.models.layers import Conv, Dense, DType, LayerNorm
 
 FEATURE_AXES = ("batch", "time", "height", "width", "channels")
+CONV_OUT = "channels_out"  # the output channels of convolution kernels: rules split them over fsdp too
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,14 +86,14 @@ class TapBranch(nnx.Module):
         if c.target == "last":  # halve time until one step is left
             halvings = math.ceil(math.log2(c.grid[0]))
             self.time_convs = nnx.List(
-                [Conv(width, width, (3, 3, 3), strides=(2, 1, 1), **kw) for _ in range(halvings)])
+                [Conv(width, width, (3, 3, 3), strides=(2, 1, 1), out_name=CONV_OUT, **kw) for _ in range(halvings)])
         else:
-            self.time_convs = nnx.List([Conv(width, width, (3, 3, 3), **kw)])
+            self.time_convs = nnx.List([Conv(width, width, (3, 3, 3), out_name=CONV_OUT, **kw)])
         self.scale = c.patch_size / c.stride(tap)  # resampling factor from the token grid
         if self.scale < 1:
-            self.resample = Conv(width, width, (3, 3), strides=(2, 2), **kw)
+            self.resample = Conv(width, width, (3, 3), strides=(2, 2), out_name=CONV_OUT, **kw)
         else:
-            self.resample = Conv(width, width, (3, 3), **kw)
+            self.resample = Conv(width, width, (3, 3), out_name=CONV_OUT, **kw)
         self.grid = c.grid
 
     def __call__(self, tokens: jax.Array) -> jax.Array:
@@ -116,8 +117,8 @@ class FuseStage(nnx.Module):
     def __init__(self, coarse: int, fine: int, *, dtype: DType, param_dtype: DType, rngs: nnx.Rngs):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.lateral = Dense(coarse, fine, names=("channels", None), **kw)
-        self.conv1 = Conv(fine, fine, (3, 3), **kw)
-        self.conv2 = Conv(fine, fine, (3, 3), **kw)
+        self.conv1 = Conv(fine, fine, (3, 3), out_name=CONV_OUT, **kw)
+        self.conv2 = Conv(fine, fine, (3, 3), out_name=CONV_OUT, **kw)
 
     def __call__(self, coarse: jax.Array, fine: jax.Array) -> jax.Array:
         n, h, w, c = coarse.shape
@@ -139,7 +140,7 @@ class SaliencyDecoder(nnx.Module):
         self.fuse = nnx.List([FuseStage(c.widths[i + 1], c.widths[i], **kw) for i in range(n - 1)])
         if c.audio_width is not None:
             self.film = nnx.List([FiLM(c.audio_width, width, **kw) for width in c.widths])
-        self.head = Conv(c.widths[0], c.widths[0], (3, 3), **kw)
+        self.head = Conv(c.widths[0], c.widths[0], (3, 3), out_name=CONV_OUT, **kw)
         self.logit = Dense(c.widths[0], 1, names=("channels", None), **kw)
 
     def __call__(self, taps: list[jax.Array], audio: jax.Array | None = None) -> jax.Array:

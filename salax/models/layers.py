@@ -103,12 +103,15 @@ class Conv(nnx.Module):
         kernel_size: Sequence[int],
         *,
         strides: Sequence[int] | None = None,
+        out_name: str = "channels",
         dtype: DType = jnp.float32,
         param_dtype: DType = jnp.float32,
         rngs: nnx.Rngs,
     ):
         kernel_size = tuple(kernel_size)
-        names: Axes = (None,) * (len(kernel_size) + 1) + ("channels",)
+        # The kernel's output channels are named `out_name` (the bias's stay `channels`), so rules can split a
+        # model's largest kernels over more mesh axes than its activations' channels.
+        names: Axes = (None,) * (len(kernel_size) + 1) + (out_name,)
         self.kernel = param(
             fan_in_init(),
             rngs.params(),

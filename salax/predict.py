@@ -9,17 +9,19 @@ clips are made (`salax.data.clips`): clip frame indices before the start of the 
 first frame, so a video shorter than the clip works, and sound before the video is silence. Frames
 are decoded upright (rotation metadata applied), brought to the build's storage size and then to the
 model input as in training, batched through the jitted model on the default device, and each map is
-resized once to the video's own size with the scorer's bilinear (`salax.metrics.resize_bilinear`).
-Output has the input's frame count, frame rate and upright size: `<stem>.mp4` (8-bit grey, the
-organisers' submission layout), `<stem>/001.png...` (8-bit, named as `ffmpeg -i V %03d.png` names
-frames), both min-max normalised per frame, or `<stem>.npy` (float32 [T, H, W], the model's
-probabilities); `--overlay` adds `<stem>_overlay.mp4`, the heat map over the video with its own
-sound track (copied as it is when an mp4 can carry its codec, else re-encoded in mono).
+resized once to the video's own size with the scorer's bilinear (`salax.evaluate.map_encoding`, the
+rule `salax.evaluate --workdir` scores "as submitted" by). Output has the input's frame count, frame rate
+and upright size: `<stem>.mp4` (8-bit grey, the organisers' submission layout), `<stem>/001.png...`
+(8-bit, named as `ffmpeg -i V %03d.png` names frames), both min-max normalised per frame, or
+`<stem>.npy` (float32 [T, H, W], the model's probabilities); `--overlay` adds `<stem>_overlay.mp4`,
+the heat map over the video with its own sound track (copied as it is when an mp4 can carry its
+codec, else re-encoded in mono).
 
 Everything streams: a few clips of frames at model size are held, never the video, so a 10-minute 4K
 video takes the memory of a batch (plus its audio track). Outputs are written under a hidden
 temporary name and renamed when complete, so an interrupted run leaves nothing that looks finished,
-and outputs of other videos are kept whatever happens to one.
+and outputs of other videos are kept whatever happens to one. `--out` may be remote (``gs://...``):
+each output is then written locally and uploaded when complete (`salax.paths.staged`).
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ from __future__ import annotations
 import argparse
 import collections
 from collections.abc import Callable, Iterator, Sequence
+import contextlib
 import dataclasses
-import functools
 import json
 import os
 import pathlib
@@ -38,16 +40,17 @@ import time
 from typing import Any
 import uuid
 
+from etils import epath
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from salax import inference, metrics, sharding
+from salax import inference, paths, sharding
 from salax.checkpoint import RunCheckpoints
 from salax.data import avimos_builder, clips, media
+from salax.evaluate import map_encoding
 from salax.workdir import CONFIG_FILE, UserError, Workdir, read_config
 
 __all__ = [
@@ -62,15 +65,12 @@ __all__ = [
     "main",
     "native_maps",
     "predict_video",
-    "stretched",
     "write_export",
 ]
 
 FORMATS = ("mp4", "png", "npy")
 EXPORT_FILE = "export.json"  # marks a folder written by `export`: config.json + params.npz
 PARAMS_FILE = "params.npz"
-RESIZE_PIXELS = 2**25  # output pixels resized per call: 16 maps at 1080p, 4 at 4K (134 MB of float32)
-MAP_PRESET = "veryfast"  # x264 preset of the map videos: lossless anyway; 1.6x faster than medium, 20% larger
 _NPY_HEADER = 118  # bytes of the .npy header dict: 10 + 118 = 128, aligned as the format asks
 
 
@@ -254,12 +254,6 @@ def export(workdir: str | os.PathLike, out: str | os.PathLike, step: str | int =
 # ----------------------------------------------------------------------------------------- one video
 
 
-@functools.partial(jax.jit, static_argnums=1)
-def _upscale(maps: jax.Array, size: tuple[int, int]) -> jax.Array:
-    """[n, h, w] model maps -> [n, *size] in [0, 1], resized as the AIM scorer resizes a prediction."""
-    return jnp.clip(jax.vmap(lambda m: metrics.resize_bilinear(m, size))(maps), 0.0, 1.0)
-
-
 def _probe(path: pathlib.Path) -> media.VideoInfo:
     try:
         return media.probe(path)
@@ -282,7 +276,6 @@ def native_maps(
     clock = stopwatch or Stopwatch()
     info = _probe(path)
     native = (info.height, info.width)
-    chunk_size = max(1, min(batch_size, RESIZE_PIXELS // (info.height * info.width)))
     storage = predictor.storage_size(*native)
     span = clips.clip_span(predictor.clip_frames, predictor.stride)
     try:
@@ -308,12 +301,10 @@ def native_maps(
             maps = maps[:, -1]
         videos.clear()
         windows.clear()
-        for first in range(0, count, chunk_size):
-            chunk = maps[first:first + chunk_size]
-            padded = np.concatenate([chunk, np.repeat(chunk[-1:], chunk_size - len(chunk), axis=0)])
-            resized = clock.timed("resize", lambda m: np.asarray(_upscale(m, native)), padded)
-            bar.update(len(chunk))
-            yield from resized[: len(chunk)]
+        resized = map_encoding.resized(maps, native, batch=batch_size)
+        while (values := clock.timed("resize", next, resized, None)) is not None:
+            bar.update(1)
+            yield values
 
     bar = tqdm(total=info.num_frames or None, desc=path.name, unit="frame", disable=not progress, leave=True)
     frames = media.iter_timed_frames(path, sizes=(storage,))
@@ -366,24 +357,14 @@ class _NpyWriter:
         self.file.close()
 
 
-def stretched(values: np.ndarray) -> np.ndarray:
-    """A map min-max normalised to [0, 1] (zeros if flat), as AViMoS's maps are, before 8 bits.
-
-    The AIM scores min-max every frame first, so this changes no score; it spreads a model's
-    probabilities (often within [0, 0.1]) over all 256 levels instead of a few dozen, which keeps
-    AUC-Judd's thresholds apart.
-    """
-    low, high = float(values.min()), float(values.max())
-    return (values - low) / (high - low) if high > low else np.zeros_like(values)
-
-
 def _write_maps(maps: Iterator[np.ndarray], target: pathlib.Path, fmt: str, fps: float) -> None:
+    """Maps at the output size into `target`: mp4 and png hold `map_encoding.levels`, npy the floats."""
     if fmt == "mp4":
-        media.write_map_video(target, map(stretched, maps), fps=fps, bit_depth=8, preset=MAP_PRESET)
+        map_encoding.write_video(target, map(map_encoding.levels, maps), fps=fps)
     elif fmt == "png":
         target.mkdir()
         for index, values in enumerate(maps, start=1):
-            Image.fromarray(np.rint(stretched(values) * 255).astype(np.uint8)).save(target / f"{index:03d}.png")
+            Image.fromarray(map_encoding.levels(values)).save(target / f"{index:03d}.png")
     else:
         writer = _NpyWriter(target)
         try:
@@ -400,31 +381,13 @@ def _written_maps(target: pathlib.Path, fmt: str) -> Iterator[np.ndarray]:
             yield from chunk
     elif fmt == "png":
         for png in sorted(target.glob("*.png"), key=lambda p: int(p.stem)):
-            yield np.asarray(Image.open(png), np.float32) / 255
+            yield np.asarray(Image.open(png), np.float32) / map_encoding.LEVELS
     else:
         yield from np.load(target, mmap_mode="r")
 
 
-def _outputs(out_dir: pathlib.Path, stem: str, fmt: str) -> tuple[pathlib.Path, pathlib.Path]:
+def _outputs(out_dir: epath.Path, stem: str, fmt: str) -> tuple[epath.Path, epath.Path]:
     return out_dir / (stem if fmt == "png" else f"{stem}.{fmt}"), out_dir / f"{stem}_overlay.mp4"
-
-
-def _temporary(target: pathlib.Path) -> pathlib.Path:
-    """A hidden sibling that keeps the extension (the container format follows it)."""
-    return target.with_name(f".{target.stem}.partial-{uuid.uuid4().hex[:8]}{target.suffix}")
-
-
-def _remove(path: pathlib.Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists():
-        path.unlink()
-
-
-def _commit(temporary: pathlib.Path, target: pathlib.Path) -> None:
-    if target.is_dir():  # an earlier png folder of the same video
-        shutil.rmtree(target)
-    os.replace(temporary, target)
 
 
 def predict_video(
@@ -437,34 +400,30 @@ def predict_video(
     batch_size: int = 8,
     progress: bool = True,
     stopwatch: Stopwatch | None = None,
-) -> list[pathlib.Path]:
-    """Predict one video into `out_dir`; returns the files written. VideoError names a bad input."""
+) -> list[epath.Path]:
+    """Predict one video into `out_dir` (local or remote); returns the outputs. VideoError names a bad input.
+
+    Each output is written to a local staging path and put in place only when complete (the maps first,
+    then the overlay), so an interrupted or failed video leaves neither.
+    """
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
-    path, out_dir = pathlib.Path(path), pathlib.Path(out_dir)
+    path, out_dir = pathlib.Path(path), paths.as_path(out_dir)
     info = _probe(path)
     target, overlay_target = _outputs(out_dir, path.stem, fmt)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    temporary = _temporary(target)
-    try:
+    with contextlib.ExitStack() as stack:  # unwound last in, first out: the maps land before the overlay
+        overlay_staging = stack.enter_context(paths.staged(overlay_target)) if overlay else None
+        staging = stack.enter_context(paths.staged(target))
         maps = native_maps(predictor, path, batch_size=batch_size, progress=progress, stopwatch=stopwatch)
-        _write_maps(maps, temporary, fmt, info.fps)
-        _commit(temporary, target)
-    finally:
-        _remove(temporary)
-    written = [target]
-    if overlay:
-        temporary = _temporary(overlay_target)
-        try:
+        _write_maps(maps, staging, fmt, info.fps)
+        if overlay_staging is not None:
             frames = (frame for chunk in media.iter_frames(path) for frame in chunk)
-            media.write_overlay_video(temporary, frames, _written_maps(target, fmt), fps=info.fps, audio_from=path)
-            _commit(temporary, overlay_target)
-        except media.MediaError as error:
-            raise VideoError(str(error)) from error
-        finally:
-            _remove(temporary)
-        written.append(overlay_target)
-    return written
+            try:
+                media.write_overlay_video(overlay_staging, frames, _written_maps(staging, fmt), fps=info.fps,
+                                          audio_from=path)
+            except media.MediaError as error:
+                raise VideoError(str(error)) from error
+    return [target, overlay_target] if overlay else [target]
 
 
 # ----------------------------------------------------------------------------------------- the CLI
@@ -483,7 +442,7 @@ def input_videos(source: str | os.PathLike) -> list[pathlib.Path]:
     return videos
 
 
-def _check_outputs(videos: Sequence[pathlib.Path], out_dir: pathlib.Path, fmt: str, overlay: bool) -> None:
+def _check_outputs(videos: Sequence[pathlib.Path], out_dir: epath.Path, fmt: str, overlay: bool) -> None:
     """Refuse before any work when two inputs share a stem or an output would replace an input."""
     stems = collections.defaultdict(list)
     for video in videos:
@@ -536,7 +495,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise UserError(f"--batch_size must be at least 1, got {args.batch_size}")
     videos = input_videos(args.input)
-    out_dir = pathlib.Path(args.out).expanduser()
+    out_dir = paths.as_path(args.out)
     _check_outputs(videos, out_dir, args.format, args.overlay)
     predictor = load(args.checkpoint, args.step)
     print(f"model: {predictor.source} step {predictor.step}; {len(videos)} video(s) -> {out_dir}", file=sys.stderr)

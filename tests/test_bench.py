@@ -1,7 +1,12 @@
-"""The model and train-step benchmarks read a run config like salax.main, and print their tables."""
+"""The model and train-step benchmarks read a run config like salax.main, and print their tables; the
+submission-scoring benchmark runs its three routes end to end on a tiny set."""
+
+import re
+import shutil
 
 import pytest
 
+from salax.bench import evaluate as bench_evaluate
 from salax.bench import model as bench_model
 from salax.bench import train as bench_train
 
@@ -62,3 +67,14 @@ def test_a_misspelt_flag_or_field_is_one_line_and_exit_2(capsys, argv, message):
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="the organisers' route needs the ffmpeg CLI")
+def test_evaluate_benchmark_times_three_routes_that_agree(capsys, tmp_path):
+    bench_evaluate.main(["--videos", "2", "--frames", "2", "--workers", "1", "--keep", str(tmp_path)])
+    out = capsys.readouterr().out
+    for route in ("salax.evaluate", "organisers", "decode only"):
+        assert re.search(rf"^{route}.*\s\d+\.\d\s", out, re.MULTILINE), (route, out)
+    assert re.search(r"^organisers .* \d+ MB of PNG$", out, re.MULTILINE)
+    assert float(re.search(r"per-video mean: (\S+)", out).group(1)) < 1e-6
+

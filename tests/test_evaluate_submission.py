@@ -16,6 +16,7 @@ import sys
 import time
 
 import av
+import cv2
 import numpy as np
 import organisers_submission
 import pytest
@@ -180,6 +181,26 @@ def test_png_frame_folders_score_like_the_videos(layout, tmp_path):
                                           num_workers=1)
     # The folder's PNGs are read as 3 channels, the grey videos' frames as 1 equal channel: the same image.
     assert folders == videos
+
+
+@needs_ffmpeg
+def test_score_frames_of_other_predictions_give_the_organisers_means(layout, oracle, tmp_path):
+    """The door for predictions that are not files (the predict CLI's maps as submitted): the frames of the CLI's
+    PNGs read by OpenCV go in, the organisers' per-video and submission means come out."""
+    frames = tmp_path / "frames"
+    organisers_submission.extract(layout["predictions"], frames, set(VIDEOS))
+    scored = []
+    for name in sorted(VIDEOS):
+        predicted = (cv2.imread(str(path), cv2.IMREAD_UNCHANGED) for path in sorted((frames / name).iterdir()))
+        scored.append(submission.score_frames(name, predicted, layout["gt_saliency"] / f"{name}.mp4",
+                                              layout["gt_fixations"] / name / avimos.FIXATIONS_FILE))
+    rows = [{"video_name": scores.name, "frames": scores.num_frames, **submission.video_means(scores)}
+            for scores in scored]
+    assert_matches({"videos": rows, "mean": submission.mean_scores(scored)}, oracle[False])
+    one_short = (cv2.imread(str(path), cv2.IMREAD_UNCHANGED) for path in sorted((frames / "land").iterdir())[1:])
+    with pytest.raises(submission.SubmissionError, match=r"^land: the frame counts differ: 11 predicted frames, 12 "):
+        submission.score_frames("land", one_short, layout["gt_saliency"] / "land.mp4",
+                                layout["gt_fixations"] / "land" / avimos.FIXATIONS_FILE)
 
 
 @pytest.mark.slow

@@ -10,8 +10,8 @@ the ground truth ships; one of them vertical), about 70 fixations per frame draw
   of both sides (a thread pool of the same size), then per video a process pool of the same size over
   the frames, each frame read with `cv2.imread` and scored by the per-frame NumPy rules
   (`salax.bench.metrics.organisers_frame`: float64, `cv2.resize`, AUC-Judd over the whole map);
-- decode only: PyAV decoding both videos of every name, nothing else, on a pool of the same size (the
-  floor for salax).
+- decode only: PyAV decoding both videos of every name, nothing else, on a pool of the same size with
+  salax's decoder settings (`submission.core_share`): the floor for salax, which must decode both.
 
 Prints the three times, the ratios, the scratch disk each route needed, and the largest difference
 between the two routes' per-video means. Needs the ffmpeg CLI and OpenCV (the `test` extra).
@@ -164,7 +164,8 @@ def decode_only(paths: dict[str, Path], workers: int) -> None:
     """Decode both videos of every name, `workers` names at a time, as salax's threads do."""
     names = json.loads(paths["split_json"].read_text())["public_test"]
     pairs = [(str(paths["predictions"] / f"{name}.mp4"), str(paths["gt_saliency"] / f"{name}.mp4")) for name in names]
-    threads = max(1, submission.available_cores() // workers) if workers > 1 else 0
+    workers = min(workers, len(pairs))  # as score_submission: no more workers than videos
+    threads = submission.core_share(workers)[0]  # salax's decoder threads for this many videos at once
     with ThreadPool(workers) as pool:
         pool.starmap(_decode_both, [(pair, threads) for pair in pairs], chunksize=1)
 

@@ -4,21 +4,24 @@
     python -m salax.evaluate --predictions SUBMISSION --gt_saliency ... --gt_fixations ...
 
 With `--workdir` (a run's folder) the checkpoint's parameters are restored (no optimiser state),
-every frame of the split is predicted and scored by the AIM rules beside the centre prior, and the
-summary is printed as JSON; `--predictions` is then where the predicted videos are written.
+every frame of the split is predicted and scored by the AIM rules twice: "model", the float maps, as
+validation during training scores them (beside the centre prior), and "as_submitted", the 8-bit
+frames `python -m salax.predict` writes for the split's videos, scored as `--predictions` scores
+them (8 bits tie a map's near-zero tail at level 0, which lowers AUC-Judd). The summary is printed
+as JSON on stdout and as a table on stderr; `--predictions` is then where the predicted videos are
+written (a local folder or gs://...).
 Without `--workdir`, `--predictions` is a folder of predicted map videos scored against the AViMoS
 ground truth (salax.evaluate.submission).
 """
 
 import argparse
 import json
-import pathlib
 import sys
 from typing import Any
 
 import jax
 
-from salax import distributed, inference
+from salax import distributed, inference, metrics, paths
 from salax.data import pipeline
 from salax.evaluate import split, submission
 from salax.workdir import UserError, read_config
@@ -61,9 +64,26 @@ def evaluate_run(args: argparse.Namespace) -> dict[str, Any]:
     _check_split(data)
     restored = inference.restore(args.workdir, step)
     evaluator = split.ValidationEvaluator(data, restored.model.predict_fn())
-    predictions = pathlib.Path(args.predictions).expanduser().absolute() if args.predictions else None
-    result = evaluator(restored.params, predictions_dir=predictions, corrected=args.corrected)
+    predictions = paths.as_path(args.predictions) if args.predictions else None
+    result = evaluator(restored.params, predictions_dir=predictions, corrected=args.corrected, as_submitted=True)
     return {"step": restored.step, **result.summary}
+
+
+ROWS = (("model", "float maps (validation's scores)"), ("as_submitted", "as submitted (8-bit frames)"),
+        ("centre_prior", "centre prior"))
+
+
+def summary_table(summary: dict[str, Any]) -> str:
+    """The score sets of a run's summary side by side, for the terminal."""
+    lines = [f"step {summary['step']} on {summary['split']}: {summary['videos']} videos, {summary['frames']} frames",
+             f"{'':34}" + "".join(f"{metric:>10}" for metric in metrics.RANKING_METRICS)]
+    for key, label in ROWS:
+        if key in summary:
+            values = summary[key]
+            lines.append(f"{label:34}" + "".join(
+                f"{values[metric]:>10.4f}" if values[metric] is not None else f"{'-':>10}"
+                for metric in metrics.RANKING_METRICS))
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
     if jax.process_index() == 0:
+        print(summary_table(summary), file=sys.stderr)
         print(json.dumps(summary, indent=2), flush=True)
     return 0
 

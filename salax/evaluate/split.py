@@ -2,9 +2,18 @@
 
 Every frame of every video is predicted from the causal clip that ends on it and scored against
 the source ground-truth map video and the native-grid fixations (`videos.score_video`: per frame,
-mean per video, mean over videos). Optionally the predicted maps are written as `<name>.mp4`
-(8-bit grey, the submission format, at the ground-truth size) and `<name>_overlay.mp4` (heat
-colours on the source video, with its sound).
+mean per video, mean over videos). Two score sets can come out:
+
+- "model": the model's float maps, as validation during training scores them (and `best` selects on);
+- "as_submitted" (on request; `python -m salax.evaluate --workdir` asks for it): the 8-bit frames
+  `salax.predict` would write for each video (`salax.evaluate.map_encoding`: resized to the video's size,
+  stretched, rounded), scored as `--predictions` scores a submission folder
+  (`salax.evaluate.submission`). They differ from "model" mainly in AUC-Judd: 8 bits turn a map's
+  near-zero tail into ties at level 0.
+
+Optionally the predicted maps are written as `<name>.mp4` (exactly those 8-bit frames) and
+`<name>_overlay.mp4` (heat colours on the source video, with its sound), to a local or remote
+(``gs://``) folder: each is encoded locally and put in place when complete (`salax.paths.staged`).
 
 On several processes every process predicts every batch (the prediction is one sharded call), but
 each video is decoded, scored and written by one process only (videos are dealt round-robin);
@@ -13,8 +22,8 @@ the per-frame scores are then gathered, so every process returns the same summar
 
 from collections.abc import Callable, Iterator, Mapping
 import dataclasses
-import functools
 import itertools
+import os
 import pathlib
 from typing import Any
 
@@ -25,15 +34,15 @@ import numpy as np
 from tqdm import tqdm
 
 from salax import batch as batch_contract
-from salax import metrics
+from salax import metrics, paths
 from salax.data import avimos, media, pipeline
-from salax.evaluate import videos
+from salax.evaluate import map_encoding, submission, videos
 
 # `(batch of clips) -> saliency maps [B, h, w] in [0, 1]` on the model grid.
 Predictor = Callable[[Mapping[str, np.ndarray]], np.ndarray]
 # `(params, batch) -> maps`: what `salax.inference.ShardedModel.predict_fn` gives.
 ParamsPredictor = Callable[[Any, Mapping[str, np.ndarray]], np.ndarray]
-RESIZE_CHUNK = 32  # predicted frames resized to the ground-truth size at a time, when writing videos
+RESIZE_CHUNK = 32  # predicted frames resized to the video's size at a time (as submitted, written videos)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,24 +78,30 @@ class EvalData:
         )
 
 
-@functools.partial(jax.jit, static_argnums=1)
-def _resize(maps: jax.Array, size: tuple[int, int]) -> jax.Array:
-    """[T, h, w] -> [T, *size], OpenCV's bilinear (what scoring does to a prediction)."""
-    return jax.vmap(lambda m: metrics.resize_bilinear(m, size))(maps)
-
-
-def write_predictions(source: avimos.VideoSource, maps: np.ndarray, directory: pathlib.Path) -> None:
-    """`<name>.mp4`: maps at the ground-truth size, 8-bit; `<name>_overlay.mp4`: on the video, with sound."""
+def _submitted_frames(source: avimos.VideoSource, maps: np.ndarray) -> Iterator[np.ndarray]:
+    """The uint8 [H, W] frames `salax.predict` writes for `source.video` from these model-grid maps."""
     info = media.probe(source.video)
-    truth = media.probe(source.saliency)
-    directory.mkdir(parents=True, exist_ok=True)
-    size = (truth.height, truth.width)
-    native = (np.clip(frame, 0.0, 1.0) for start in range(0, len(maps), RESIZE_CHUNK)
-              for frame in np.asarray(_resize(maps[start : start + RESIZE_CHUNK], size)))  # streamed: 1080p adds up
-    media.write_map_video(directory / f"{source.name}.mp4", native, fps=truth.fps, bit_depth=8)
-    frames = (frame for chunk in media.iter_frames(source.video) for frame in chunk)
-    media.write_overlay_video(directory / f"{source.name}_overlay.mp4", frames, maps, fps=info.fps,
-                              audio=media.read_audio(source.video))
+    return map_encoding.encode(maps, (info.height, info.width), batch=RESIZE_CHUNK)
+
+
+def write_predictions(source: avimos.VideoSource, maps: np.ndarray, directory: str | os.PathLike) -> None:
+    """`<name>.mp4`: the video's predicted maps as submitted; `<name>_overlay.mp4`: on the video, with sound.
+
+    `directory` is local or remote (``gs://...``, anything epath opens).
+    """
+    info = media.probe(source.video)
+    directory = paths.as_path(directory)
+    with paths.staged(directory / f"{source.name}.mp4") as staging:
+        map_encoding.write_video(staging, _submitted_frames(source, maps), fps=info.fps)
+    with paths.staged(directory / f"{source.name}_overlay.mp4") as staging:
+        frames = (frame for chunk in media.iter_frames(source.video) for frame in chunk)
+        media.write_overlay_video(staging, frames, maps, fps=info.fps, audio=media.read_audio(source.video))
+
+
+def _as_submitted(source: avimos.VideoSource, maps: np.ndarray, corrected: bool) -> videos.VideoScores:
+    """The video's maps as submitted, scored by the submission scorer's rules ([H, W, 1]: its grey layout)."""
+    frames = (frame[..., None] for frame in _submitted_frames(source, maps))
+    return submission.score_frames(source.name, frames, source.saliency, source.fixations, corrected=corrected)
 
 
 def _truth_frames(path: pathlib.Path) -> Iterator[np.ndarray]:
@@ -107,29 +122,43 @@ def _predicted(predict: Predictor, batches: Iterator[Mapping[str, Any]],
             yield frame, frame_points[:count]
 
 
-def _gathered(scored: Mapping[str, videos.VideoScores], names: list[str],
-              owner: Mapping[str, int]) -> list[videos.VideoScores]:
+@dataclasses.dataclass(frozen=True)
+class _Scored:
+    """One video's per-frame scores: the float maps beside the centre prior, and as submitted (or None)."""
+
+    model: videos.VideoScores
+    submitted: videos.VideoScores | None = None
+
+
+def _gathered(scored: Mapping[str, _Scored], names: list[str], owner: Mapping[str, int],
+              as_submitted: bool) -> list[_Scored]:
     """Every process's scored videos on every process (float32 per-frame scores, exactly)."""
     if jax.process_count() == 1:
         return [scored[name] for name in names]
     lengths = np.zeros(len(names), np.int32)
     for index, name in enumerate(names):
         if name in scored:
-            lengths[index] = scored[name].num_frames
+            lengths[index] = scored[name].model.num_frames
     lengths = np.asarray(multihost_utils.process_allgather(lengths)).sum(axis=0)
     metric_names = metrics.METRIC_NAMES
-    table = np.zeros((len(names), 2, len(metric_names), max(1, int(lengths.max(initial=0)))), np.float32)
+    table = np.full((len(names), 3, len(metric_names), max(1, int(lengths.max(initial=0)))), np.nan, np.float32)
     for index, name in enumerate(names):
         if name in scored:
-            for part, scores in enumerate((scored[name].frames, scored[name].prior)):
+            video = scored[name]
+            parts = (video.model.frames, video.model.prior, video.submitted.frames if video.submitted else {})
+            for part, scores in enumerate(parts):
                 for column, metric in enumerate(metric_names):
-                    table[index, part, column, : lengths[index]] = scores[metric]
+                    if metric in scores:
+                        table[index, part, column, : lengths[index]] = scores[metric]
     tables = np.asarray(multihost_utils.process_allgather(table))
     result = []
     for index, name in enumerate(names):
         rows = tables[owner[name], index, :, :, : lengths[index]]
-        model, prior = ({metric: rows[part, column] for column, metric in enumerate(metric_names)} for part in (0, 1))
-        result.append(videos.VideoScores(name, model, prior))
+        model, prior, submitted = ({metric: rows[part, column] for column, metric in enumerate(metric_names)}
+                                   for part in range(3))
+        submitted = {metric: submitted[metric] for metric in metrics.RANKING_METRICS}
+        result.append(_Scored(videos.VideoScores(name, model, prior),
+                              videos.VideoScores(name, submitted) if as_submitted else None))
     return result
 
 
@@ -137,13 +166,18 @@ def evaluate(
     predict: Predictor,
     data: EvalData,
     *,
-    predictions_dir: pathlib.Path | None = None,
+    predictions_dir: str | os.PathLike | None = None,
     corrected: bool = False,
+    as_submitted: bool = False,
 ) -> dict[str, Any]:
-    """Score `predict` and the centre prior on `data`'s videos; optionally write predicted videos.
+    """Score `predict` and the centre prior on `data`'s videos; optionally as submitted, and write videos.
 
     Returns {"model": means, "centre_prior": means, "videos", "frames", "excluded_frames", "split"}:
-    means per metric (auc_judd, cc, nss, sim, kld), per video then over videos, as AIM ranks.
+    means per metric (auc_judd, cc, nss, sim, kld) of the float maps, per video then over videos, as
+    AIM ranks; with `as_submitted` also "as_submitted": the four ranked metrics of the 8-bit frames
+    `salax.predict` writes, as `salax.evaluate --predictions` gives them (it drops a frame without
+    fixations from all four means, "model" from AUC-Judd and NSS only). Both need every map of a
+    video held at model size until the video is scored.
     """
     names = list(pipeline.list_videos(data.data_dir, builder_config=data.builder_config, split=data.split))
     if data.videos:
@@ -159,7 +193,7 @@ def evaluate(
                                 clip_frames=data.clip_frames, stride=data.stride, image_size=data.image_size,
                                 batch_size=data.batch_size, audio=data.audio)
     done: list[str] = []
-    scored: dict[str, videos.VideoScores] = {}
+    scored: dict[str, _Scored] = {}
     progress = tqdm(total=len(names), desc=f"evaluate {data.split}", unit="video",
                     disable=jax.process_index() != 0)
     for name, batches in itertools.groupby(clips, key=lambda batch: str(batch["name"])):
@@ -168,30 +202,35 @@ def evaluate(
         if name not in by_name:
             continue
         if owner[name] == jax.process_index():
-            kept = [] if predictions_dir is not None else None
+            source = by_name[name]
+            kept = [] if predictions_dir is not None or as_submitted else None
             model_frames, fixation_frames = itertools.tee(_predicted(predict, batches, kept))
-            scored[name] = videos.score_video(name, (frame for frame, _ in model_frames),
-                                              _truth_frames(by_name[name].saliency),
-                                              (points for _, points in fixation_frames), corrected=corrected)
-            if kept is not None:
-                write_predictions(by_name[name], np.concatenate(kept), predictions_dir)
+            model = videos.score_video(name, (frame for frame, _ in model_frames), _truth_frames(source.saliency),
+                                       (points for _, points in fixation_frames), corrected=corrected)
+            maps = np.concatenate(kept) if kept is not None else None
+            scored[name] = _Scored(model, _as_submitted(source, maps, corrected) if as_submitted else None)
+            if predictions_dir is not None:
+                write_predictions(source, maps, predictions_dir)
         else:
             for batch in batches:
                 predict(batch)  # the prediction is collective: every process takes part in every call
         done.append(name)
         progress.update(1)
     progress.close()
-    results = _gathered(scored, done, owner)
-    model = metrics.aim_means([video.frames for video in results])
-    prior = metrics.aim_means([video.prior for video in results])
-    return {
+    results = _gathered(scored, done, owner, as_submitted)
+    model = metrics.aim_means([video.model.frames for video in results])
+    prior = metrics.aim_means([video.model.prior for video in results])
+    summary = {
         "split": data.split,
         "videos": len(results),
-        "frames": int(sum(video.num_frames for video in results)),
+        "frames": int(sum(video.model.num_frames for video in results)),
         "model": model.means,
         "centre_prior": prior.means,
         "excluded_frames": model.excluded_frames,
     }
+    if as_submitted:
+        summary["as_submitted"] = submission.mean_scores([video.submitted for video in results])
+    return summary
 
 
 def side_by_side(batch: Mapping[str, Any], maps: np.ndarray, index: int = 0) -> np.ndarray:
@@ -230,8 +269,8 @@ class ValidationEvaluator:
         self.data = data
         self._predict = predict
 
-    def __call__(self, params: Any, *, predictions_dir: pathlib.Path | None = None,
-                 corrected: bool = False) -> Evaluation:
+    def __call__(self, params: Any, *, predictions_dir: str | os.PathLike | None = None,
+                 corrected: bool = False, as_submitted: bool = False) -> Evaluation:
         image = []
 
         def predict(batch: Mapping[str, Any]) -> np.ndarray:
@@ -240,5 +279,6 @@ class ValidationEvaluator:
                 image.append(side_by_side(batch, maps))
             return maps
 
-        summary = evaluate(predict, self.data, predictions_dir=predictions_dir, corrected=corrected)
+        summary = evaluate(predict, self.data, predictions_dir=predictions_dir, corrected=corrected,
+                           as_submitted=as_submitted)
         return Evaluation(summary, image[0] if image else None)

@@ -24,8 +24,9 @@ kill -9 loses only the videos being scored at that moment.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 import concurrent.futures
+import contextlib
 import dataclasses
 import json
 import math
@@ -48,7 +49,6 @@ PROG = "python -m salax.evaluate"
 MODES = ("public_test", "private_test")
 SCORED = ("cc", "sim", "nss", "auc_judd")  # the four ranked metrics, in the results' order
 RULES_VERSION = 1  # bump when a change to scoring would make stored per-video records stale
-CHUNK_FRAMES = 4  # frames scored at a time per worker: a 1080p 16-bit BGR frame is 12 MB
 # The organisers' defaults (bench.py), so a command of theirs works by changing the program name only.
 DEFAULTS = {
     "predictions": "./SampleSubmission-CenterPrior",
@@ -301,23 +301,19 @@ def fixation_entries(names: Sequence[str], corrected: bool) -> list[int]:
 # ------------------------------------------------------------------------------------------ one video
 
 
-def _checked_pairing(job: VideoJob, num_entries: int) -> tuple[list[tuple[int, str]], list[int]]:
-    """The truth's frame table and each frame's fixations entry, after every count and name check."""
+def _checked_pairing(job: VideoJob) -> list[tuple[int, str]]:
+    """The truth's frame table, after checking that the prediction's frames match it in count, numbers and order."""
     predicted, truth = _frame_table(pathlib.Path(job.prediction)), _frame_table(pathlib.Path(job.truth))
     if len(predicted) != len(truth):
         raise SubmissionError(f"{job.name}: {len(predicted)} predicted frames ({job.prediction}) but "
                               f"{len(truth)} ground-truth frames ({job.truth})")
-    numbers = [number for number, _ in truth]
-    if [number for number, _ in predicted] != numbers:
+    if [number for number, _ in predicted] != [number for number, _ in truth]:
         raise SubmissionError(f"{job.name}: the predicted frames ({job.prediction}) are not numbered like the "
                               f"ground-truth frames ({job.truth})")
     if not job.corrected and _lexicographic(predicted) != _lexicographic(truth):
         raise SubmissionError(f"{job.name}: the predicted and ground-truth frame files sort in different orders, "
                               "so the organisers' route would pair other frames with each other: name them alike")
-    if num_entries != len(truth):
-        raise SubmissionError(f"{job.name}: {job.fixations} has {num_entries} frames of fixations but the video "
-                              f"has {len(truth)} frames")
-    return truth, fixation_entries([name for _, name in truth], job.corrected)
+    return truth
 
 
 def _lexicographic(frames: list[tuple[int, str]]) -> list[int]:
@@ -329,43 +325,107 @@ def _finite_or_none(value: float) -> float | None:
     return None if math.isnan(value) else float(value)
 
 
+def score_frames(name: str, predicted: Iterable[np.ndarray], truth: str | os.PathLike, fixations: str | os.PathLike,
+                 *, corrected: bool = False, workers: int = 1) -> videos.VideoScores:
+    """Score predicted frames against a truth video (or folder of PNG frames) and its fixations.json, as here.
+
+    predicted: one raw frame per truth frame, in frame order, as `cv2.imread` would give them (any size; the
+    scoring resizes). The truth is read as the organisers read it, each frame paired with a fixations.json
+    entry by their rule (or frame i with entry i, `corrected`), and scored by the four ranked metrics without
+    the centre prior. SubmissionError names the video: unreadable files, counts that disagree. workers: the
+    videos scored at the same time, this one included (they share the cores: `core_share`).
+    """
+    with _named(name):
+        table = _frame_table(pathlib.Path(truth))
+    return _score_frames(name, predicted, pathlib.Path(truth), table, pathlib.Path(fixations), corrected, workers)
+
+
+@contextlib.contextmanager
+def _named(name: str) -> Iterator[None]:
+    """Media and value errors (which name the file, or the video) as a SubmissionError naming the video."""
+    try:
+        yield
+    except media.MediaError as error:  # unreadable, truncated or corrupt: the message names the file
+        raise SubmissionError(f"{name}: {error}") from None
+    except ValueError as error:  # frame counts that only decoding reveals, fixations unreadable or outside the grid
+        raise SubmissionError(str(error) if str(error).startswith(name) else f"{name}: {error}") from None
+
+
+def _score_frames(name: str, predicted: Iterable[np.ndarray], truth: pathlib.Path, table: list[tuple[int, str]],
+                  fixations: pathlib.Path, corrected: bool, workers: int) -> videos.VideoScores:
+    with _named(name):
+        entries = avimos.read_fixations(fixations)
+    if len(entries) != len(table):
+        raise SubmissionError(f"{name}: {fixations} has {len(entries)} frames of fixations but the video "
+                              f"has {len(table)} frames")
+    paired = fixation_entries([frame for _, frame in table], corrected)
+    with _named(name):
+        decode_threads, chunk_frames = core_share(workers)
+        return videos.score_video(name, predicted, _frames(truth, decode_threads),
+                                  (entries[entry] for entry in paired), corrected=corrected, prior=False,
+                                  chunk_size=chunk_frames, names=metrics.RANKING_METRICS)
+
+
+def core_share(workers: int) -> tuple[int, int]:
+    """(decoder threads, frames per kernel call) for each of `workers` videos scored at the same time (0 threads:
+    FFmpeg's choice).
+
+    Alone, a video has every core: FFmpeg picks its decoder threads, and the kernel spreads each chunk's
+    frames over the cores. Beside others, the cores are busy already: one decoder thread (~10% less CPU
+    per frame than FFmpeg's choice) and one frame per kernel call, which scores it in place (a chunk is a copy).
+    """
+    if workers <= 1:
+        return 0, available_cores()
+    return max(1, available_cores() // workers), 1
+
+
+def video_means(scores: videos.VideoScores) -> dict[str, float | int | None]:
+    """One video's result as the organisers compute it: the mean over its frames of each ranked metric, and
+    "excluded_frames", the frames left out of all four because one is NaN (a frame without fixations, where
+    their script crashes). A metric is None when no frame is left."""
+    per_frame = {metric: np.asarray(scores.frames[metric], np.float64) for metric in SCORED}
+    excluded = np.any([np.isnan(values) for values in per_frame.values()], axis=0)
+    kept = {metric: values[~excluded] for metric, values in per_frame.items()}
+    return {**{metric: _finite_or_none(values.mean()) if values.size else None for metric, values in kept.items()},
+            "excluded_frames": int(excluded.sum())}
+
+
+def mean_scores(per_video: Sequence[videos.VideoScores]) -> dict[str, float | None]:
+    """The submission's means: the plain mean over videos of `video_means` (None where no video has a value)."""
+    return _mean_over_videos([video_means(scores) for scores in per_video])
+
+
+def _mean_over_videos(rows: Sequence[dict[str, Any]]) -> dict[str, float | None]:
+    means = {}
+    for metric in SCORED:
+        values = [row[metric] for row in rows if row[metric] is not None]
+        means[metric] = float(np.mean(values)) if values else None
+    return means
+
+
 def score_job(job: VideoJob, progress: Callable[[int], None] = lambda frames: None,
-              decode_threads: int = 0) -> dict[str, Any]:
+              workers: int = 1) -> dict[str, Any]:
     """Score one video and store its record atomically; SubmissionError names the video and the problem.
 
-    progress(n) is called as frames are scored; decode_threads as `media.iter_cli_frames`'s threads.
+    progress(n) is called as frames are scored; workers: the videos scored at the same time (`core_share`).
     """
     inputs = job.inputs()  # taken before reading, so a file changed meanwhile is scored again on a rerun
-    try:
-        fixations = avimos.read_fixations(job.fixations)
-    except ValueError as error:
-        raise SubmissionError(f"{job.name}: {error}") from None
 
     def counted(frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
         for frame in frames:
             yield frame
             progress(1)
 
-    try:
-        truth, entries = _checked_pairing(job, len(fixations))
-        scores = videos.score_video(job.name, _frames(pathlib.Path(job.prediction), decode_threads),
-                                    counted(_frames(pathlib.Path(job.truth), decode_threads)),
-                                    (fixations[entry] for entry in entries), corrected=job.corrected, prior=False,
-                                    chunk_size=CHUNK_FRAMES, names=metrics.RANKING_METRICS)
-    except media.MediaError as error:  # unreadable, truncated or corrupt: the message names the file
-        raise SubmissionError(f"{job.name}: {error}") from None
-    except ValueError as error:  # frame counts that only decoding reveals, or fixations outside the grid
-        raise SubmissionError(str(error) if str(error).startswith(job.name) else f"{job.name}: {error}") from None
-    per_frame = {metric: np.asarray(scores.frames[metric], np.float64) for metric in SCORED}
-    excluded = np.any([np.isnan(values) for values in per_frame.values()], axis=0)
-    kept = {metric: values[~excluded] for metric, values in per_frame.items()}
+    with _named(job.name):
+        truth = _checked_pairing(job)
+    scores = _score_frames(job.name, counted(_frames(pathlib.Path(job.prediction), core_share(workers)[0])),
+                           pathlib.Path(job.truth), truth, pathlib.Path(job.fixations), job.corrected, workers)
     record = {
         "video_name": job.name,
         "frames": len(truth),
-        **{metric: _finite_or_none(values.mean()) if values.size else None for metric, values in kept.items()},
-        "excluded_frames": int(excluded.sum()),
+        **video_means(scores),
         "inputs": inputs,
-        "per_frame": {metric: [_finite_or_none(v) for v in values] for metric, values in per_frame.items()},
+        "per_frame": {metric: [_finite_or_none(v) for v in scores.frames[metric]] for metric in SCORED},
     }
     paths.write_json(epath.Path(job.record), record)
     return record
@@ -391,11 +451,10 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _score_safely(job: VideoJob, progress: Callable[[int], None],
-                  decode_threads: int) -> tuple[str, dict[str, Any] | str]:
+def _score_safely(job: VideoJob, progress: Callable[[int], None], workers: int) -> tuple[str, dict[str, Any] | str]:
     """("ok", record) or ("failed", message naming the video): one video's failure never stops the others."""
     try:
-        return "ok", score_job(job, progress, decode_threads)
+        return "ok", score_job(job, progress, workers)
     except SubmissionError as error:
         return "failed", str(error)
     except Exception as error:  # noqa: BLE001 - any bug or library error becomes a named failure of this video
@@ -411,10 +470,8 @@ def _run_jobs(jobs: list[VideoJob], workers: int, bar: tqdm) -> Iterator[tuple[V
     """
     if workers <= 1:
         for job in jobs:
-            yield job, *_score_safely(job, bar.update, 0)
+            yield job, *_score_safely(job, bar.update, 1)
         return
-    # Other videos keep the cores busy, so each decoder gets its share of them (one thread: ~10% less CPU).
-    decode_threads = max(1, available_cores() // workers)
     stop = threading.Event()
 
     def progress(frames: int) -> None:
@@ -423,7 +480,7 @@ def _run_jobs(jobs: list[VideoJob], workers: int, bar: tqdm) -> Iterator[tuple[V
         bar.update(frames)
 
     with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="salax-score") as pool:
-        futures = {pool.submit(_score_safely, job, progress, decode_threads): job for job in jobs}
+        futures = {pool.submit(_score_safely, job, progress, workers): job for job in jobs}
         try:
             for future in concurrent.futures.as_completed(futures):
                 yield futures[future], *future.result()
@@ -486,11 +543,7 @@ def _results(done: dict[str, dict[str, Any]], failed: list[dict[str, str]], *, m
     """The results.json document: per-video means, the plain mean over videos, the rules, the failures."""
     rows = [{key: done[name][key] for key in ("video_name", "frames", *SCORED, "excluded_frames")}
             for name in sorted(done)]
-    means = {}
-    for metric in SCORED:
-        values = [row[metric] for row in rows if row[metric] is not None]
-        means[metric] = float(np.mean(values)) if values else None
-    return {"videos": rows, "mean": means, "mode": mode, "corrected": corrected,
+    return {"videos": rows, "mean": _mean_over_videos(rows), "mode": mode, "corrected": corrected,
             "failed": sorted(failed, key=lambda problem: problem["video_name"])}
 
 

@@ -51,6 +51,27 @@ def _count(frames: Iterator) -> int:
     return sum(1 for _ in frames)
 
 
+class _Stacker:
+    """Frames as one array [n, ...]: a single frame as a view, several stacked into the same memory each chunk.
+
+    A fresh 1080p chunk costs its page faults on top of the copy (measured: 2 ms against 0.6 ms per 4 MB frame);
+    the memory is free again once the chunk is scored, which finishes before the next chunk is read.
+    """
+
+    def __init__(self):
+        self.buffer: np.ndarray | None = None
+
+    def __call__(self, frames: list[np.ndarray]) -> np.ndarray:
+        frames = [np.asarray(frame) for frame in frames]
+        if len(frames) == 1:
+            return frames[0][None]
+        dtype, shape = np.result_type(*frames), frames[0].shape
+        if self.buffer is None or self.buffer.dtype != dtype or self.buffer.shape[1:] != shape or len(
+                self.buffer) < len(frames):
+            self.buffer = np.empty((len(frames), *shape), dtype)
+        return np.stack(frames, out=self.buffer[: len(frames)])  # frames of other shapes: np.stack's ValueError
+
+
 def _padded_fixations(chunk: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     counts = np.array([len(points) for points in chunk], np.int32)
     padded = np.zeros((len(chunk), max(1, int(counts.max(initial=0))), 2), np.int32)
@@ -86,12 +107,13 @@ def score_video(
     scores: dict[str, list[np.ndarray]] = {}
     prior_scores: dict[str, list[np.ndarray]] = {}
     done, ended = 0, False
+    stacked = (_Stacker(), _Stacker())
     while not ended:
         chunk, ended = _next_chunk(name, streams, chunk_size, done)
         if not chunk:
             break
         pred, gt, points = (list(part) for part in zip(*chunk))
-        pred, gt = np.stack(pred), np.stack(gt)
+        pred, gt = stacked[0](pred), stacked[1](gt)
         points, counts = _padded_fixations(points)
         targets = [(scores, pred)]
         if prior:

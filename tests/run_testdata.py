@@ -65,7 +65,9 @@ def random_batches(config: ml_collections.ConfigDict, *, first_nan: int | None =
             batch["video"][0, 0, 0, 0, 0] = np.nan
         return batch
 
-    return iter(grain.MapDataset.range(10**6).map(make).to_iter_dataset())
+    # grain reads ahead on 16 threads by default, which would hide the delay: one thread, one batch ahead.
+    options = grain.ReadOptions(num_threads=1, prefetch_buffer_size=1) if delay else None
+    return iter(grain.MapDataset.range(10**6).map(make).to_iter_dataset(options))
 
 
 def log_rows(workdir: pathlib.Path) -> list[dict]:

@@ -106,6 +106,28 @@ Normaliser<T> normaliser_from(Wide<T> low, Wide<T> high, double total, int64_t p
 }
 
 #if defined(__AVX2__)
+// The end of a vector extremes-and-sum pass of a one-channel map: the lanes of `low` and `high` reduced,
+// and the pixels from `i` on (fewer than a vector) added one by one.
+template <typename T>
+Normaliser<T> vector_normaliser(const T* frame, int64_t i, int64_t pixels, __m256i low, __m256i high, int64_t total,
+                                bool channel_axis) {
+  constexpr int kLanes = 32 / sizeof(T);
+  alignas(32) T lows[kLanes], highs[kLanes];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lows), low);
+  _mm256_store_si256(reinterpret_cast<__m256i*>(highs), high);
+  int32_t lowest = std::numeric_limits<T>::max(), highest = 0;
+  for (int lane = 0; lane < kLanes; ++lane) {
+    lowest = std::min<int32_t>(lowest, lows[lane]);
+    highest = std::max<int32_t>(highest, highs[lane]);
+  }
+  for (; i < pixels; ++i) {
+    lowest = std::min<int32_t>(lowest, frame[i]);
+    highest = std::max<int32_t>(highest, frame[i]);
+    total += frame[i];
+  }
+  return normaliser_from<T>(lowest, highest, static_cast<double>(total), pixels, 1, channel_axis);
+}
+
 // Min, max and sum of a uint8 map, 32 pixels per step (what the generic loop below does 8 at a time).
 inline Normaliser<uint8_t> byte_normaliser(const uint8_t* frame, int64_t pixels, bool channel_axis) {
   const __m256i zero = _mm256_setzero_si256();
@@ -117,23 +139,10 @@ inline Normaliser<uint8_t> byte_normaliser(const uint8_t* frame, int64_t pixels,
     high = _mm256_max_epu8(high, v);
     sums = _mm256_add_epi64(sums, _mm256_sad_epu8(v, zero));
   }
-  alignas(32) uint8_t lows[32], highs[32];
   alignas(32) int64_t partial[4];
-  _mm256_store_si256(reinterpret_cast<__m256i*>(lows), low);
-  _mm256_store_si256(reinterpret_cast<__m256i*>(highs), high);
   _mm256_store_si256(reinterpret_cast<__m256i*>(partial), sums);
-  int32_t lowest = 255, highest = 0;
-  for (int lane = 0; lane < 32; ++lane) {
-    lowest = std::min<int32_t>(lowest, lows[lane]);
-    highest = std::max<int32_t>(highest, highs[lane]);
-  }
-  int64_t total = partial[0] + partial[1] + partial[2] + partial[3];
-  for (; i < pixels; ++i) {
-    lowest = std::min<int32_t>(lowest, frame[i]);
-    highest = std::max<int32_t>(highest, frame[i]);
-    total += frame[i];
-  }
-  return normaliser_from<uint8_t>(lowest, highest, static_cast<double>(total), pixels, 1, channel_axis);
+  const int64_t total = partial[0] + partial[1] + partial[2] + partial[3];
+  return vector_normaliser(frame, i, pixels, low, high, total, channel_axis);
 }
 
 // The same for a uint16 map, 16 pixels per step: the sum adds the values less 32768 as int16 pairs
@@ -157,20 +166,7 @@ inline Normaliser<uint16_t> word_normaliser(const uint16_t* frame, int64_t pixel
     for (const int32_t lane : partial) total += lane;
   }
   total += 32768 * i;  // the bias of the pixels summed so far
-  alignas(32) uint16_t lows[16], highs[16];
-  _mm256_store_si256(reinterpret_cast<__m256i*>(lows), low);
-  _mm256_store_si256(reinterpret_cast<__m256i*>(highs), high);
-  int32_t lowest = 65535, highest = 0;
-  for (int lane = 0; lane < 16; ++lane) {
-    lowest = std::min<int32_t>(lowest, lows[lane]);
-    highest = std::max<int32_t>(highest, highs[lane]);
-  }
-  for (; i < pixels; ++i) {
-    lowest = std::min<int32_t>(lowest, frame[i]);
-    highest = std::max<int32_t>(highest, frame[i]);
-    total += frame[i];
-  }
-  return normaliser_from<uint16_t>(lowest, highest, static_cast<double>(total), pixels, 1, channel_axis);
+  return vector_normaliser(frame, i, pixels, low, high, total, channel_axis);
 }
 #endif
 

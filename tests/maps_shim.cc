@@ -10,9 +10,10 @@ template <typename T>
 void prepared_resized(const T* data, int64_t height, int64_t width, int64_t channels, bool channel_axis,
                       int64_t out_height, int64_t out_width, double* out) {
   using namespace salax_aim;
-  const Normaliser<T> norm = normaliser(data, height * width, channels, channel_axis);
+  const RawMap<T> map{data, height, width, channels, channel_axis, width * channels};
+  const Normaliser<T> norm = normaliser(map);
   PredictionRows rows;
-  rows.load(prepare(data, width, channels, norm), height, width, out_height, out_width);
+  rows.load(prepare(map, norm), height, width, out_height, out_width);
   for (int64_t y = 0; y < out_height; ++y) {
     const double* row = rows.row_exact(y);
     for (int64_t x = 0; x < out_width; ++x) out[y * out_width + x] = row[x];

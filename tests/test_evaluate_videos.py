@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from salax.data import media
 from salax.evaluate import videos
 
 
@@ -47,6 +48,38 @@ def test_chunk_size_does_not_change_scores_and_the_prior_is_scored_beside():
     as_model = videos.score_video("v", prior, truth, fixations, prior=False)
     np.testing.assert_allclose(as_model.frames["cc"], one.prior["cc"], rtol=1e-6)
     assert set(one.means().means) == {"auc_judd", "cc", "nss", "sim", "kld"}
+
+
+def _grey_frames(data: np.ndarray, shift: int) -> list[media.GreyFrame]:
+    """10-bit maps as a decoder leaves them: rows padded beyond the width, read in place."""
+    padded = np.zeros((*data.shape[:2], data.shape[2] + 8), np.uint16)
+    padded[..., : data.shape[2]] = data
+    return [media.GreyFrame(frame[:, : data.shape[2], None], shift) for frame in padded]
+
+
+def test_grey_frames_read_in_place_score_as_their_shifted_values():
+    predicted, _, fixations = _video(8)
+    data = np.random.default_rng(3).integers(0, 1024, (8, 12, 20), dtype=np.uint16)
+    shifted = [np.left_shift(frame, 6)[..., None] for frame in data]  # the CLI's 16-bit PNG of a 10-bit map
+    ours = videos.score_video("v", predicted, _grey_frames(data, 6), fixations, chunk_size=3)
+    theirs = videos.score_video("v", predicted, shifted, fixations, chunk_size=3)
+    for metric in theirs.frames:
+        np.testing.assert_array_equal(ours.frames[metric], theirs.frames[metric])
+        np.testing.assert_array_equal(ours.prior[metric], theirs.prior[metric])
+    # A colour frame among them (a chunk cannot mix one and three channels): that chunk is scored in three.
+    colour = np.random.default_rng(4).integers(0, 2**16, (12, 20, 3), dtype=np.uint16)
+    mixed = videos.score_video("v", predicted, [*_grey_frames(data, 6)[:2], colour, *_grey_frames(data, 6)[3:]],
+                               fixations, chunk_size=4, prior=False)
+    alone = [np.broadcast_to(frame, (12, 20, 3)) for frame in shifted[:4]]
+    alone[2] = colour
+    expected = videos.score_video("v", predicted[:4], alone, fixations[:4], chunk_size=1, prior=False)
+    for metric in theirs.frames:
+        np.testing.assert_array_equal(mixed.frames[metric][:4], expected.frames[metric])
+        np.testing.assert_array_equal(mixed.frames[metric][4:], theirs.frames[metric][4:])
+    # The shift reaches the scoring (its effect on the scores is below float32 but for ties): values it pushes
+    # past 16 bits are refused.
+    with pytest.raises(ValueError, match="16 bits"):
+        videos.score_video("v", predicted[:1], _grey_frames(np.full((1, 12, 20), 1024, np.uint16), 6), fixations[:1])
 
 
 def test_a_frame_without_fixations_is_left_out_of_the_means():

@@ -170,6 +170,29 @@ def test_grey_frames_collapse_to_one_channel_with_the_cli_values(tmp_path, case)
     dropped = [chunk[0].copy() for chunk in media.iter_cli_frames(video, chunk=1, collapse_grey=True)]
     for frames in (kept, dropped):
         np.testing.assert_array_equal(np.broadcast_to(np.stack(frames), theirs.shape), theirs)
+    # In place, full-range maps come as the decoded luma and the shift that gives the PNG (10-bit: 6, 8-bit: 0).
+    in_place = list(media.iter_cli_frames_in_place(video))
+    assert all(isinstance(frame, media.GreyFrame) == full_range for frame in in_place)
+    if full_range:
+        assert {frame.shift for frame in in_place} == {16 - bit_depth if bit_depth > 8 else 0}
+        shifted = np.stack([np.left_shift(frame.samples, frame.shift) for frame in in_place])
+        np.testing.assert_array_equal(np.broadcast_to(shifted, theirs.shape), theirs)
+    np.testing.assert_array_equal(np.broadcast_to(np.stack([np.asarray(f) for f in in_place]), theirs.shape), theirs)
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("height, width, bit_depth, full_range", [
+    (1080, 1920, 10, True), (1920, 1080, 10, True), (1080, 1920, 10, False), (1080, 1920, 8, True)])
+def test_grey_tables_from_a_short_probe_hold_on_every_pixel_of_full_hd_frames(tmp_path, height, width, bit_depth,
+                                                                              full_range):
+    # Noise: every level at thousands of positions in every row band, against the CLI's own PNGs.
+    video = tmp_path / "noise.mp4"
+    write_grey_video(video, np.random.default_rng(height + bit_depth).random((2, height, width)),
+                     bit_depth=bit_depth, full_range=full_range)
+    theirs = np.stack(cli_pngs(video, tmp_path / "frames"))
+    collapsed = np.concatenate(list(media.iter_cli_frames(video, collapse_grey=True)))
+    assert collapsed.shape == (2, height, width, 1)
+    np.testing.assert_array_equal(np.broadcast_to(collapsed, theirs.shape), theirs)
 
 
 @needs_ffmpeg
@@ -182,20 +205,25 @@ def test_rotated_grey_frames_collapse_like_the_cli(tmp_path):
     collapsed = np.concatenate(list(media.iter_cli_frames(rotated, collapse_grey=True)))
     assert collapsed.shape == (3, 128, 72, 1)
     np.testing.assert_array_equal(np.broadcast_to(collapsed, theirs.shape), theirs)
+    in_place = np.stack([np.asarray(frame) for frame in media.iter_cli_frames_in_place(rotated)])
+    np.testing.assert_array_equal(np.broadcast_to(in_place, theirs.shape), theirs)
 
 
-def test_colour_frames_are_never_collapsed_and_chunks_do_not_mix_shapes(tmp_path):
+@pytest.mark.parametrize("full_range", [False, True])
+def test_colour_frames_are_never_collapsed_and_chunks_do_not_mix_shapes(tmp_path, full_range):
     video = tmp_path / "mixed.mp4"
     with av.open(str(video), "w") as container:
         stream = container.add_stream("libx264", rate=Fraction(25))
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv444p"
         stream.codec_context.options = {"qp": "0"}
+        if full_range:
+            stream.codec_context.color_range = 2
         for index in range(5):
             frame = av.VideoFrame(64, 48, "yuv444p")
             for plane_index, plane in enumerate(frame.planes):
                 rows = np.frombuffer(memoryview(plane), np.uint8).reshape(plane.height, -1)[:, : plane.width]
                 rows[...] = 60 + 10 * index if plane_index == 0 else (128 if index != 2 else 90)  # frame 2 in colour
-            encode(container, stream, frame, index)
+            encode(container, stream, frame, index, full_range)
         encode(container, stream, None)
     chunks = list(media.iter_cli_frames(video, chunk=4, collapse_grey=True))
     assert [chunk.shape[0] for chunk in chunks] == [2, 1, 2]
@@ -203,3 +231,7 @@ def test_colour_frames_are_never_collapsed_and_chunks_do_not_mix_shapes(tmp_path
     full = np.concatenate(list(media.iter_cli_frames(video)))
     np.testing.assert_array_equal(np.broadcast_to(chunks[0], (2, 48, 64, 3)), full[:2])
     np.testing.assert_array_equal(chunks[1][0], full[2])
+    in_place = list(media.iter_cli_frames_in_place(video))
+    grey = media.GreyFrame if full_range else np.ndarray  # only full-range grey is a shift of the luma
+    assert [type(frame) for frame in in_place] == [grey] * 2 + [np.ndarray] + [grey] * 2
+    np.testing.assert_array_equal(np.stack([np.broadcast_to(frame, (48, 64, 3)) for frame in in_place]), full)

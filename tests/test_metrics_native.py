@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import tracemalloc
 
 import jax
 import jax.numpy as jnp
@@ -276,3 +277,134 @@ def test_resized_colour_predictions_count_ties_in_float64():
         for name, value in expected.items():
             np.testing.assert_allclose(scores[name][frame], value, rtol=1e-6, atol=3e-7, err_msg=name)
 
+
+
+def padded_planes(frames: np.ndarray, pad_width: int, pad_height: int = 0) -> np.ndarray:
+    """The frames [B, H, W] as a decoder holds them: rows padded to `pad_width` elements, frames apart by
+    more than their rows (`pad_height` rows more), returned as the view `plane[:, :H, :W]` (not a copy)."""
+    count, height, width = frames.shape
+    junk = np.iinfo(frames.dtype).max if frames.dtype.kind == "u" else np.nan  # padding the kernel must not read
+    planes = np.full((count, height + pad_height, pad_width), junk, frames.dtype)
+    planes[:, :height, :width] = frames
+    view = planes[:, :height, :width]
+    assert not view.flags.c_contiguous and np.shares_memory(view, planes)
+    return view
+
+
+@pytest.mark.parametrize("truth_channel_axis", [False, True])  # the float32 rule, and float64
+@pytest.mark.parametrize("pred_kind", ["upscaled_bytes", "same_grid_bytes", "floats"])
+@pytest.mark.parametrize("height, width, pad_width", [(45, 80, 96), (80, 45, 64)])  # landscape, vertical
+def test_a_shifted_strided_truth_scores_as_its_contiguous_shifted_copy_bit_for_bit(truth_channel_axis, pred_kind,
+                                                                                   height, width, pad_width):
+    """truth_shift reads a 10-bit plane as the 16-bit PNG that holds it (v << shift), and a plane with
+    padded rows is read in place: every score equals the contiguous shifted copy's exactly, on each of
+    the kernel's paths (resized prediction, integer pairs on one grid, with and without KLD's table,
+    float prediction), flat truths, a narrow range, a frame without fixations and corrected pairing."""
+    rng = np.random.default_rng(11)
+    frames, slots = 5, 12
+    raw = rng.integers(0, 1024, (frames, height, width)).astype(np.uint16)
+    raw[1] = 700  # a flat truth
+    raw[2] = np.minimum(raw[2], 3)  # a narrow range, where the shifted epsilon matters most
+    raw[3] = smooth_bytes(rng, 1, height, width, 0, 256)[0].astype(np.uint16) * 4 + 3  # levels 4 apart
+    if pred_kind == "upscaled_bytes":
+        pred = rng.integers(0, 256, (frames, 9, 16)).astype(np.uint8)
+    elif pred_kind == "same_grid_bytes":
+        pred = smooth_bytes(rng, frames, height, width, 0, 200)
+    else:
+        pred = rng.random((frames, 20, 30)).astype(np.float32)
+    fixations = np.stack([padded_fixations(rng, 9, slots, height, width) for _ in range(frames)])
+    counts = np.array([9, 9, 0, 9, 9], np.int32)
+    shaped = (lambda maps: maps[..., None]) if truth_channel_axis else (lambda maps: maps)
+    plane = padded_planes(raw, pad_width, pad_height=3)
+    for shift in (0, 1, 3, 6):
+        for names in (metrics.METRIC_NAMES, metrics.RANKING_METRICS):  # KLD or not: the pairs pass or not
+            for corrected in (False, True):
+                copy = native_metrics.score_arrays(pred, shaped(raw << shift), fixations, counts,
+                                                   corrected=corrected, metrics=names)
+                for truth in (raw, plane):
+                    door = native_metrics.score_arrays(pred, shaped(truth), fixations, counts, corrected=corrected,
+                                                       metrics=names, truth_shift=shift)
+                    np.testing.assert_array_equal(
+                        door, copy, err_msg=f"shift {shift}, {names}, corrected={corrected}, "
+                                            f"{'padded' if truth is plane else 'contiguous'}")
+                assert np.isnan(copy[2, 0]) and np.isfinite(copy[[0, 1, 3, 4], 1:4]).all()
+
+
+@pytest.mark.parametrize("pred_kind", ["upscaled_bytes", "same_grid_bytes"])
+def test_strided_integer_maps_of_any_size_are_read_in_place_with_the_same_bits(pred_kind):
+    """A padded 10-bit plane bigger than one flush of the uint16 extremes pass (2^18 pixels), rows
+    that end in a partial vector, a strided 8-bit prediction too: the same scores as contiguous copies,
+    and no copy of the truth (nothing near its size is allocated while scoring)."""
+    rng = np.random.default_rng(12)
+    height, width, pad_width = 540, 517, 544
+    raw = rng.integers(0, 1024, (1, height, width)).astype(np.uint16)
+    raw[0, 7, 3] = 1023  # the extremes in the rows' scalar tails, somewhere
+    raw[0, 400, 516] = 0
+    plane = padded_planes(raw, pad_width)[..., None]
+    if pred_kind == "upscaled_bytes":
+        pred = rng.integers(0, 256, (1, 108, 103)).astype(np.uint8)
+    else:
+        pred = smooth_bytes(rng, 1, height, width, 0, 256)
+    pred_plane = padded_planes(pred, pred.shape[2] + 29, pad_height=1)
+    fixations = padded_fixations(rng, 70, 70, height, width)[None]
+    counts = np.array([70], np.int32)
+    copy = native_metrics.score_arrays(pred, (raw << 6)[..., None], fixations, counts, corrected=False,
+                                       metrics=metrics.RANKING_METRICS, threads=1)
+    tracemalloc.start()
+    door = native_metrics.score_arrays(pred_plane, plane, fixations, counts, corrected=False,
+                                       metrics=metrics.RANKING_METRICS, threads=1, truth_shift=6)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    np.testing.assert_array_equal(door, copy)
+    assert peak < raw.nbytes // 4, f"{peak} bytes allocated while scoring a {raw.nbytes}-byte truth"
+
+
+def test_maps_the_kernel_cannot_read_in_place_are_copied_or_named():
+    """Float maps with padded rows, and rows that are not contiguous, are copied by score_arrays (same
+    scores); the host call itself names a map whose rows are not contiguous."""
+    from salax.metrics import _aim_scores
+
+    rng = np.random.default_rng(13)
+    gt = rng.random((2, 20, 30)).astype(np.float32)
+    pred = rng.integers(0, 256, (2, 20, 30)).astype(np.uint8)
+    fixations = np.stack([padded_fixations(rng, 5, 5, 20, 30) for _ in range(2)])
+    counts = np.array([5, 5], np.int32)
+    expected = native_metrics.score_arrays(pred, gt, fixations, counts, corrected=False)
+    wide = np.zeros((2, 20, 60), np.float32)
+    wide[:, :, ::2] = gt
+    for strided_gt in (padded_planes(gt, 41), wide[:, :, ::2]):
+        np.testing.assert_array_equal(
+            native_metrics.score_arrays(pred, strided_gt, fixations, counts, corrected=False), expected)
+    out = np.empty((2, 5), np.float32)
+    every_other = np.zeros((2, 20, 60, 1), np.uint8)[:, :, ::2]
+    with pytest.raises(ValueError, match="rows .* must be contiguous"):
+        _aim_scores.score_arrays(every_other, every_other, fixations, counts, out, False, 31, 3, 1)
+
+
+def test_a_truth_shift_is_checked_and_an_overflow_names_its_frame():
+    bright = np.full((1, 4, 4, 3), 250, np.uint8)  # channel sums above 255, unshifted: scored
+    bright[0, 0, 0] = 0
+    sums = np.full((1, 4, 4, 3), 60000, np.uint16)  # uint16 channel sums above 65535, unshifted: scored
+    sums[0, 0, 0] = 0
+    fixations, counts = np.zeros((1, 1, 2), np.int32), np.ones(1, np.int32)
+    for truth in (bright, sums):
+        scores = native_metrics.score_arrays(truth[..., 0], truth, fixations, counts, corrected=False)
+        assert np.isfinite(scores[0, :4]).all()
+    maps = np.zeros((3, 4, 4), np.uint16)
+    maps[:, 0, 0] = 511
+    maps[1, 0, 0] = 1024  # 1024 << 6 = 65536
+    fixations, counts = np.zeros((3, 1, 2), np.int32), np.ones(3, np.int32)
+    assert np.isfinite(native_metrics.score_arrays(maps[:1], maps[:1], fixations[:1], counts[:1], corrected=False,
+                                                   truth_shift=7)).any()  # 511 << 7 = 65408 fits
+    with pytest.raises(ValueError, match=r"frame 11: .*shifted, do not fit in 16 bits"):
+        native_metrics.score_arrays(maps, maps, fixations, counts, corrected=False, truth_shift=6, first_frame=10)
+    with pytest.raises(ValueError, match="one-channel uint16"):
+        native_metrics.score_arrays(maps, maps.astype(np.uint8), fixations, counts, corrected=False, truth_shift=2)
+    with pytest.raises(ValueError, match="one-channel uint16"):
+        native_metrics.score_arrays(maps, sums.repeat(3, 0), fixations, counts, corrected=False, truth_shift=2)
+    for shift in (-1, 16):
+        with pytest.raises(ValueError, match="0..15"):
+            native_metrics.score_arrays(maps, maps, fixations, counts, corrected=False, truth_shift=shift)
+    native_metrics.check_truth_shift(jnp.asarray(maps[..., None]), 6)  # the same check, public, for JAX maps too
+    with pytest.raises(ValueError, match="one-channel uint16"):
+        native_metrics.check_truth_shift(jnp.asarray(maps, jnp.float32), 6)

@@ -259,6 +259,30 @@ def test_only_the_metrics_asked_for_are_computed_and_returned(implementation):
         metrics.aim_frame_scores(pred, gt, fixations, counts, metrics=("auc", "cc"))
 
 
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.mark.parametrize("channel_axis", [False, True])
+def test_a_shifted_truth_scores_as_its_shifted_copy(implementation, channel_axis):
+    """truth_shift: a 10-bit plane is scored as the 16-bit PNG holding it (<< 6) in both implementations."""
+    rng = np.random.default_rng(7)
+    data = rng.integers(0, 1024, (3, 24, 40), dtype=np.uint16)
+    data[1, :, 10:] = 517  # a plateau: ties with thresholds
+    pred = rng.integers(0, 256, (3, 12, 20), dtype=np.uint8)
+    fixations, counts = rng.integers(0, (24, 40), (3, 5, 2)), np.array([5, 3, 0])
+    shape = (*data.shape, 1) if channel_axis else data.shape
+    ours = metrics.aim_frame_scores(pred, data.reshape(shape), fixations, counts, truth_shift=6, chunk_size=2,
+                                    implementation=implementation)
+    theirs = metrics.aim_frame_scores(pred, (data << 6).reshape(shape), fixations, counts, chunk_size=2,
+                                      implementation=implementation)
+    for name in theirs:
+        np.testing.assert_array_equal(ours[name], theirs[name], err_msg=name)
+    data[2, 3, 4] = 1024  # 1024 << 6 does not fit in 16 bits
+    with pytest.raises(ValueError, match="frame 2: .*16 bits"):
+        metrics.aim_frame_scores(pred, data, fixations, counts, truth_shift=6, implementation=implementation)
+    with pytest.raises(ValueError, match="one-channel uint16"):
+        metrics.aim_frame_scores(pred, data.astype(np.float32), fixations, counts, truth_shift=6,
+                                 implementation=implementation)
+
+
 BAD_VALUES = [  # (which map, dtype, a value for frame 2, the message)
     ("pred", np.float32, np.nan, r"frame 2: the prediction holds NaN or infinite values"),
     ("pred", np.float32, -np.inf, r"frame 2: the prediction holds NaN or infinite values"),

@@ -34,7 +34,6 @@ import sys
 import tempfile
 import time
 
-import av
 import numpy as np
 from tqdm import tqdm
 
@@ -149,15 +148,7 @@ def organisers_route(paths: dict[str, Path], scratch: Path, workers: int) -> dic
 
 
 def _decode_both(videos: tuple[str, str], threads: int) -> int:
-    frames = 0
-    for path in videos:
-        with av.open(path) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"  # as salax.data.media decodes, with salax's thread count
-            if threads:
-                stream.thread_count = threads
-            frames += sum(1 for _ in container.decode(stream))
-    return frames
+    return sum(sum(1 for _ in media.iter_decoded(path, threads=threads)) for path in videos)  # as salax decodes
 
 
 def decode_only(paths: dict[str, Path], workers: int) -> None:

@@ -64,18 +64,24 @@ class VideoInfo:
 
 
 @contextlib.contextmanager
-def _open_input(path: str | os.PathLike, *, decode_first: bool = True) -> Iterator[av.container.InputContainer]:
+def _open_input(path: str | os.PathLike, *, decode_first: bool = True,
+                probe: bool = True) -> Iterator[av.container.InputContainer]:
     """Open a media file, turning every PyAV/FFmpeg failure into a MediaError naming the file.
 
     decode_first=False: probing decodes no frame (FFmpeg's stream probing otherwise decodes the first one, which
     for a 1080p 10-bit video costs as much as decoding it: measured 17-25 ms against 2.5 ms), so the streams'
-    decoder parameters (pixel format, size) may be unknown; for reading the container's index, not for decoding.
+    decoder parameters (pixel format, size) may be unknown; for reading the container's index, or for decoding
+    with the decoder's skip_frame set back. probe=False: no packet is read to probe the streams either (only
+    what the container's header says is known).
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise MediaError(f"{path}: no such file")
+    options = None if decode_first else {"skip_frame": "all"}
+    if not probe:
+        options = {**(options or {}), "probesize": "32", "analyzeduration": "0"}
     try:
-        container = av.open(path, mode="r", options=None if decode_first else {"skip_frame": "all"})
+        container = av.open(path, mode="r", options=options)
     except av.FFmpegError as error:
         raise MediaError(f"{path}: not a readable media file ({error})") from error
     try:
@@ -675,21 +681,31 @@ def _neutral_chroma(pixel_format: str) -> int | None:
     return 1 << (source.components[1].bits - 1)
 
 
+_PROBE_ROWS = 16
+
+
 @functools.lru_cache(maxsize=16)
 def _luma_table(pixel_format: str, width: int, height: int, color_range: int, colorspace: int) -> np.ndarray | None:
     """luma sample -> the value of all three channels of the CLI's PNG, for frames with neutral chroma.
 
-    Measured on one probe frame of the same size, format, range and matrix, whose pixel i holds level
+    Measured on one probe frame of the same width, format, range and matrix, whose pixel i holds level
     7 i mod 2^bits (7 is odd: any 2^bits consecutive pixels hold every level once), so every level is seen
     at two positions at least; the table is read from the first 2^bits pixels, and every later pixel must
     repeat them (all three channels the value of its level), else None; None too for frames too small for
-    the probe (they are cheap to convert in full). Cached: a dataset's videos share a few formats.
+    the probe (they are cheap to convert in full). The probe has the frame's height up to `_PROBE_ROWS`
+    rows (more if the levels need them): its first, middle and last rows, and any pattern over up to 8
+    rows (swscale's dither matrices), each hold many levels, and a 1080p probe costs 0.5 ms instead of
+    ~50 (the first conversion of a full-size frame pays for its page faults). Cached: a dataset's videos
+    share a few formats.
     """
     source = av.VideoFormat(pixel_format)
     bits = source.components[0].bits
     levels, dtype = 2**bits, np.dtype(np.uint8 if bits <= 8 else "<u2")
     if width * height < 2 * levels:
         return None
+    if height > _PROBE_ROWS:
+        height = max(_PROBE_ROWS, -(-2 * levels // width))
+        height += height % 2  # whole rows of chroma in every subsampled format
     probe = av.VideoFrame(width, height, pixel_format)
     probe.color_range, probe.colorspace = color_range, colorspace
     period = (np.arange(levels) * 7 % levels).astype(dtype)  # every level once
@@ -741,21 +757,43 @@ class _Recycled:
         return array
 
 
+@dataclasses.dataclass(frozen=True)
+class GreyFrame:
+    """A grey frame left where the decoder put it: every channel of the CLI's PNG is `samples << shift`.
+
+    A 10-bit map's 16-bit PNG holds its luma shifted left by 6; scoring reads the luma in place and applies
+    the shift in its arithmetic (`salax.metrics.aim_frame_scores(truth_shift=)`), which saves a copy of every
+    1080p frame. `np.asarray` gives the PNG's array [H, W, 1] (a copy) for any other use.
+    """
+
+    samples: np.ndarray  # [H, W, 1] uint8 or uint16, a view of the decoded picture (its rows may be padded)
+    shift: int
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.samples.shape
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        array = np.left_shift(self.samples, self.shift)
+        return array if dtype is None else array.astype(dtype, copy=False)
+
+
 class _CliConversion:
     """One video's frames through the CLI's filters, or through a table where that provably gives the same.
 
     With `collapse`, a planar YUV frame whose chroma is exactly neutral (a grey map, like AViMoS's truth) has
     equal B, G and R that depend on luma alone; the table from luma to that value is measured by converting a
-    probe frame of the same size, format and range through the same filters (`_luma_table`, used only if every
+    probe frame of the same width, format and range through the same filters (`_luma_table`, used only if every
     probe pixel agrees with it). Such frames come out as [H, W, 1]: the conversion and two thirds of
-    the data skipped, the same image for any per-pixel mean over channels.
+    the data skipped, the same image for any per-pixel mean over channels. `in_place`: where the table is a
+    left shift, as a GreyFrame of the decoded luma instead of a copy.
     """
 
-    def __init__(self, first: av.VideoFrame, stream, path: str, collapse: bool):
-        self.path = path
+    def __init__(self, first: av.VideoFrame, path: str, collapse: bool, in_place: bool = False):
+        self.path, self.in_place = path, in_place
         self.key = (first.format.name, first.width, first.height, _quarter_turns(first.rotation))
-        self.time_base = stream.time_base or Fraction(1, 1000)
-        self.graph = _cli_graph(first.width, first.height, first.format.name, self.time_base, self.key[3])
+        self.time_base = first.time_base or Fraction(1, 1000)
+        self.graph: av.filter.Graph | None = None  # made for the first frame the table cannot convert
         self.neutral = _neutral_chroma(first.format.name) if collapse else None
         self.table = None if self.neutral is None else _luma_table(
             first.format.name, first.width, first.height, int(first.color_range), int(first.colorspace))
@@ -778,12 +816,16 @@ class _CliConversion:
                    for chroma in (_plane_array(plane, dtype) for plane in frame.planes[1:])):
                 luma = _plane_array(frame.planes[0], dtype)
                 upright = np.rot90(luma, key[3]) if key[3] else luma
+                if self.in_place and self.shift is not None:
+                    return GreyFrame(upright[..., None], self.shift)
                 grey = self.outputs.take()
                 if self.shift is not None:
                     np.left_shift(upright, self.shift, out=grey[..., 0])
                 else:
                     grey[..., 0] = self.table[upright]
                 return grey
+        if self.graph is None:
+            self.graph = _cli_graph(frame.width, frame.height, frame.format.name, self.time_base, key[3])
         self.graph.push(frame)
         return _opencv_order(self.graph.pull())
 
@@ -815,18 +857,33 @@ def iter_cli_frames(path: str | os.PathLike, *, chunk: int = 16, collapse_grey: 
     """
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
+    return _chunked_by_shape(_cli_frames(path, collapse_grey, False, threads), chunk)
 
-    def frames() -> Iterator[np.ndarray]:
-        with _open_input(path) as container:
-            stream = _video_stream(container, path)
-            if threads:
-                stream.thread_count = threads
-            convert = None
-            for frame in _decoded_frames(container, stream, path):
-                convert = convert or _CliConversion(frame, stream, os.fspath(path), collapse_grey)
-                yield convert(frame)
 
-    return _chunked_by_shape(frames(), chunk)
+def iter_cli_frames_in_place(path: str | os.PathLike, *, threads: int = 0) -> Iterator[np.ndarray | GreyFrame]:
+    """One frame at a time, as `iter_cli_frames(chunk=1, collapse_grey=True)` gives it without the chunk axis,
+    except grey frames whose PNG is a left shift of the luma (full-range 8- and 10-bit maps): those come as a
+    GreyFrame of the decoded luma, valid for as long as the caller keeps it."""
+    return _cli_frames(path, True, True, threads)
+
+
+def _cli_frames(path: str | os.PathLike, collapse: bool, in_place: bool, threads: int) -> Iterator:
+    convert = None
+    for frame in iter_decoded(path, threads=threads):
+        convert = convert or _CliConversion(frame, os.fspath(path), collapse, in_place)
+        yield convert(frame)
+
+
+def iter_decoded(path: str | os.PathLike, *, threads: int = 0) -> Iterator[av.VideoFrame]:
+    """Every decoded frame of a video's first video stream, as the scorer reads them (threads: decoder threads, 0:
+    FFmpeg's choice). The container is probed without decoding (FFmpeg's probe otherwise decodes the first frame
+    and throws it away: ~20 ms for a 1080p 10-bit video), and decoding then starts as usual."""
+    with _open_input(path, decode_first=False) as container:
+        stream = _video_stream(container, path)
+        stream.codec_context.skip_frame = "DEFAULT"
+        if threads:
+            stream.thread_count = threads
+        yield from _decoded_frames(container, stream, path)
 
 
 def read_png(path: str | os.PathLike) -> np.ndarray:
@@ -846,10 +903,19 @@ def read_png(path: str | os.PathLike) -> np.ndarray:
 
 
 def count_frames(path: str | os.PathLike) -> int:
-    """A video's frame count from its container index, or by demuxing (not decoding) where it has none."""
+    """A video's frame count from its container index, or by demuxing (not decoding) where it has none.
+
+    The index is read first with FFmpeg's stream probing cut to nothing (an mp4's index is in its header:
+    0.4 ms instead of 3 ms for a 1080p truth); a container without one is opened again and probed fully.
+    """
+    with contextlib.suppress(MediaError):  # the full open below names what is wrong
+        with _open_input(path, decode_first=False, probe=False) as container:
+            if container.streams.video and container.streams.video[0].frames:
+                return container.streams.video[0].frames
     with _open_input(path, decode_first=False) as container:
         stream = _video_stream(container, path)
         return stream.frames or _count_packets(container, stream)
 
 
-__all__ += ["cli_png_format", "count_frames", "iter_cli_frames", "read_png"]
+__all__ += ["GreyFrame", "cli_png_format", "count_frames", "iter_cli_frames", "iter_cli_frames_in_place",
+            "iter_decoded", "read_png"]

@@ -203,7 +203,9 @@ class VideoJob:
     fixations: str
     corrected: bool
     record: str
-    frames_hint: int  # frame count from the container index (0 if unknown), for the progress bar and ETA
+    # The truth's frame count from its container index (0 if unknown): the progress bar, the ETA, and its frame
+    # table (not read twice; a file changed since fails the count check of the scoring, which reads in lockstep).
+    frames_hint: int
 
     def inputs(self) -> dict[str, Any]:
         """What a stored result must have been scored from to be reused."""
@@ -266,18 +268,24 @@ def _frames_hint(path: pathlib.Path) -> int:
         return 0
 
 
-def _frame_table(path: pathlib.Path) -> list[tuple[int, str]]:
-    """(number, file name) of each frame in frame order; a video's are the CLI's %03d names from 1."""
+def _frame_table(path: pathlib.Path, frames: int = 0) -> list[tuple[int, str]]:
+    """(number, file name) of each frame in frame order; a video's are the CLI's %03d names from 1 (`frames`:
+    its frame count, when known)."""
     if path.is_dir():
         return _png_frames(path)
-    return [(number, f"{number:03d}.png") for number in range(1, media.count_frames(path) + 1)]
+    return [(number, f"{number:03d}.png") for number in range(1, (frames or media.count_frames(path)) + 1)]
 
 
-def _frames(path: pathlib.Path, threads: int) -> Iterator[np.ndarray]:
-    """Raw frames in frame order, each as `cv2.imread(IMREAD_UNCHANGED)` of the CLI's PNG (or the folder's)."""
+def _frames(path: pathlib.Path, threads: int, in_place: bool = False) -> Iterator[np.ndarray | media.GreyFrame]:
+    """Raw frames in frame order, each as `cv2.imread(IMREAD_UNCHANGED)` of the CLI's PNG (or the folder's);
+    `in_place`: grey frames of a video as `media.GreyFrame`s of the decoded luma (the ground truth's 1080p
+    frames, which the scoring reads where they are)."""
     if path.is_dir():
         for _, entry in _png_frames(path):
             yield media.read_png(path / entry)
+        return
+    if in_place:
+        yield from media.iter_cli_frames_in_place(path, threads=threads)
         return
     # [H, W, 1] for grey maps: the same image for the channel mean of their read_sm, without the conversion.
     for chunk in media.iter_cli_frames(path, chunk=1, collapse_grey=True, threads=threads):
@@ -303,7 +311,8 @@ def fixation_entries(names: Sequence[str], corrected: bool) -> list[int]:
 
 def _checked_pairing(job: VideoJob) -> list[tuple[int, str]]:
     """The truth's frame table, after checking that the prediction's frames match it in count, numbers and order."""
-    predicted, truth = _frame_table(pathlib.Path(job.prediction)), _frame_table(pathlib.Path(job.truth))
+    predicted = _frame_table(pathlib.Path(job.prediction))
+    truth = _frame_table(pathlib.Path(job.truth), job.frames_hint)
     if len(predicted) != len(truth):
         raise SubmissionError(f"{job.name}: {len(predicted)} predicted frames ({job.prediction}) but "
                               f"{len(truth)} ground-truth frames ({job.truth})")
@@ -361,7 +370,7 @@ def _score_frames(name: str, predicted: Iterable[np.ndarray], truth: pathlib.Pat
     paired = fixation_entries([frame for _, frame in table], corrected)
     with _named(name):
         decode_threads, chunk_frames = core_share(workers)
-        return videos.score_video(name, predicted, _frames(truth, decode_threads),
+        return videos.score_video(name, predicted, _frames(truth, decode_threads, in_place=True),
                                   (entries[entry] for entry in paired), corrected=corrected, prior=False,
                                   chunk_size=chunk_frames, names=metrics.RANKING_METRICS)
 

@@ -13,6 +13,7 @@ import dataclasses
 import numpy as np
 
 from salax import metrics
+from salax.data import media
 
 CENTRE_SIGMA = 0.25  # centre prior: Gaussian with sigma = this fraction of the height and width
 CHUNK_FRAMES = 16  # frames scored per call: memory stays bounded however long the video
@@ -72,6 +73,21 @@ class _Stacker:
         return np.stack(frames, out=self.buffer[: len(frames)])  # frames of other shapes: np.stack's ValueError
 
 
+def _truth_samples(frames: list) -> tuple[list, int]:
+    """A chunk's truth frames as arrays and the shift that gives their values: the samples of GreyFrames of one
+    shift, read in place; anything else as arrays of the values, with grey and colour frames of one chunk
+    alike as three channels (a video may hold both)."""
+    shifts = {frame.shift if isinstance(frame, media.GreyFrame) else None for frame in frames}
+    if len(shifts) == 1 and None not in shifts:
+        return [frame.samples for frame in frames], shifts.pop()
+    arrays = [np.asarray(frame) for frame in frames]
+    if len({array.shape for array in arrays}) > 1 and all(array.ndim == 3 for array in arrays):
+        channels = max(array.shape[2] for array in arrays)
+        arrays = [np.broadcast_to(array, (*array.shape[:2], channels)) if array.shape[2] == 1 else array
+                  for array in arrays]
+    return arrays, 0
+
+
 def _padded_fixations(chunk: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     counts = np.array([len(points) for points in chunk], np.int32)
     padded = np.zeros((len(chunk), max(1, int(counts.max(initial=0))), 2), np.int32)
@@ -96,7 +112,7 @@ def score_video(
 
     predicted: raw predicted frames [h, w] or [h, w, C], any dtype and size (a decoded mp4 frame,
         or a float map at model resolution): scoring normalises and resizes them to the truth grid.
-    truth: raw ground-truth map frames [H, W] or [H, W, C].
+    truth: raw ground-truth map frames [H, W] or [H, W, C], or `media.GreyFrame`s (read in place).
     fixations: per frame, int [N, 2] (row, col) on the ground-truth grid (N may be 0).
     corrected, implementation: as `salax.metrics.aim_frame_scores`; names: the metrics to compute
         (`metrics.RANKING_METRICS` skips KLD, which AIM does not rank by).
@@ -113,6 +129,7 @@ def score_video(
         if not chunk:
             break
         pred, gt, points = (list(part) for part in zip(*chunk))
+        gt, shift = _truth_samples(gt)
         pred, gt = stacked[0](pred), stacked[1](gt)
         points, counts = _padded_fixations(points)
         targets = [(scores, pred)]
@@ -120,7 +137,7 @@ def score_video(
             targets.append((prior_scores, np.broadcast_to(centre_prior(*gt.shape[1:3]), gt.shape[:3])))
         for target, maps in targets:
             for metric, values in metrics.aim_frame_scores(maps, gt, points, counts, corrected=corrected,
-                                                           chunk_size=chunk_size, metrics=names,
+                                                           chunk_size=chunk_size, metrics=names, truth_shift=shift,
                                                            implementation=implementation).items():
                 target.setdefault(metric, []).append(values)
         done += len(chunk)

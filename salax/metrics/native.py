@@ -82,19 +82,25 @@ def default_threads() -> int:
 
 def score_arrays(pred: np.ndarray, gt: np.ndarray, fixations: np.ndarray, num_fixations: np.ndarray,
                  *, corrected: bool, metrics: Sequence[str] = METRIC_NAMES, threads: int | None = None,
-                 first_frame: int = 0) -> np.ndarray:
+                 first_frame: int = 0, truth_shift: int = 0) -> np.ndarray:
     """float32 [B, 5] scores of host arrays (columns in `METRIC_NAMES` order; those not in `metrics`
     are NaN and cost nothing).
 
-    Same inputs as `batch_scores`; the arrays are read in place when they are C-contiguous and of a
-    dtype the kernel reads (else converted once). A frame the kernel refuses (NaN or inf in a float
-    map) raises a ValueError naming it, counted from `first_frame`.
+    Same inputs as `batch_scores`. The maps are read in place when they are of a dtype the kernel reads
+    and C-contiguous, or, for uint8 and uint16 maps, when each row is (W and C contiguous; rows and
+    frames any non-negative whole number of elements apart: a decoder's plane with padded rows, as
+    `plane[:, :width]`); else they are converted once. A frame the kernel refuses (NaN or inf in a
+    float map) raises a ValueError naming it, counted from `first_frame`.
+
+    `truth_shift` (0..15): a one-channel uint16 `gt` is scored as if its values were `gt << truth_shift`,
+    bit for bit, without that copy (a 10-bit luma plane read as the 16-bit PNG the ffmpeg CLI writes of
+    it: shift 6). A frame whose shifted values would not fit in 16 bits raises a ValueError naming it.
     """
     if not available():
         raise RuntimeError(_MISSING)
     pred, gt = (np.asarray(raw) for raw in (pred, gt))
-    flags = layout(pred, gt)
-    pred, gt = (np.ascontiguousarray(_as_frames(raw)) for raw in (pred, gt))
+    flags = layout(pred, gt) | _shift_bits(gt, truth_shift)
+    pred, gt = (_in_place(_as_frames(raw)) for raw in (pred, gt))
     out = np.empty((gt.shape[0], len(METRIC_NAMES)), np.float32)
     try:
         _aim_scores.score_arrays(pred, gt, np.ascontiguousarray(fixations, np.int32),
@@ -106,6 +112,36 @@ def score_arrays(pred: np.ndarray, gt: np.ndarray, fixations: np.ndarray, num_fi
         frame, problem = error.args
         raise ValueError(f"frame {first_frame + frame}: {problem}") from None
     return out
+
+
+def check_truth_shift(gt, shift: int) -> None:
+    """Raises ValueError unless `gt` (NumPy or JAX, [B, H, W] or [B, H, W, C]) can be read shifted by
+    `shift`: 0..15, and a shift above 0 needs a one-channel uint16 map (a 10-bit plane). Whether the
+    shifted values fit in 16 bits is checked per frame, by the kernel."""
+    if not 0 <= shift <= 15:
+        raise ValueError(f"truth_shift must be in 0..15, got {shift}")
+    if shift and (np.dtype(gt.dtype) != np.uint16 or (gt.ndim == 4 and gt.shape[-1] != 1)):
+        raise ValueError(f"truth_shift needs a one-channel uint16 ground truth, got {gt.dtype} {list(gt.shape)}")
+
+
+def _shift_bits(gt: np.ndarray, shift: int) -> int:
+    """The kernel's layout bits of a truth shift (bits 8-11), checked."""
+    check_truth_shift(gt, shift)
+    return shift << 8
+
+
+def _in_place(frames: np.ndarray) -> np.ndarray:
+    """[B, H, W, C] frames as the kernel reads them: integer maps whose rows are contiguous as they are
+    (strided rows and frames are read in place), others C-contiguous. Float maps are copied: the kernel
+    sums a strided map row by row, which could round a float sum differently from the contiguous map."""
+    item = frames.itemsize
+    dense = (frames.shape[3] * item, item)  # the strides of W and C
+    rows_contiguous = all(
+        length == 1 or (stride == dense[axis - 2] if axis >= 2 else stride >= 0 and stride % item == 0)
+        for axis, (length, stride) in enumerate(zip(frames.shape, frames.strides)))
+    if frames.dtype.kind == "u" and rows_contiguous:
+        return frames
+    return np.ascontiguousarray(frames)
 
 
 def _as_frames(raw):

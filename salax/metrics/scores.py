@@ -131,6 +131,19 @@ def _check_inputs(pred, gt, fixations: np.ndarray, num_fixations: np.ndarray) ->
                          f"outside the {height} x {width} ground-truth grid")
 
 
+def _shifted(gt, truth_shift: int, first_frame: int):
+    """`gt << truth_shift` as uint16 (the values the kernel reads in place), or a ValueError naming the first
+    frame whose values do not fit."""
+    if not truth_shift:
+        return gt
+    wide = np.left_shift(np.asarray(gt, np.uint32), truth_shift)
+    overflow = np.flatnonzero((wide > np.iinfo(np.uint16).max).reshape(wide.shape[0], -1).any(axis=1))
+    if overflow.size:
+        raise ValueError(f"frame {first_frame + int(overflow[0])}: the ground-truth map's values, shifted by "
+                         f"{truth_shift}, do not fit in 16 bits")
+    return wide.astype(np.uint16)
+
+
 @jax.jit
 def _finite_frames(maps: jax.Array) -> jax.Array:
     """bool [B]: whether every value of each frame is finite (on the arrays' device)."""
@@ -193,7 +206,7 @@ class _AlignedStaging:
 
 def aim_frame_scores(pred, gt, fixations, num_fixations, *, corrected: bool = False,
                      chunk_size: int = 16, progress: bool = False, implementation: str = "auto",
-                     metrics: Sequence[str] = METRIC_NAMES) -> dict[str, np.ndarray]:
+                     metrics: Sequence[str] = METRIC_NAMES, truth_shift: int = 0) -> dict[str, np.ndarray]:
     """Score frames exactly by the AIM rules: {"auc_judd", "cc", "nss", "sim", "kld"} -> float32 [B].
 
     pred: raw decoded predictions [B, h, w] or [B, h, w, C], any numeric dtype and size.
@@ -207,6 +220,9 @@ def aim_frame_scores(pred, gt, fixations, num_fixations, *, corrected: bool = Fa
         (native on CPUs where it was built). Both follow the same rules and agree to about 1e-6.
     metrics: the metrics to compute (default all five); only those are returned, and the others
         cost nothing (AIM ranks by AUC-Judd, CC, NSS and SIM: `RANKING_METRICS` skips KLD's log).
+    truth_shift: the truth's values are `gt << truth_shift` (a one-channel uint16 gt): a 10-bit luma plane
+        read in place is scored as the 16-bit PNG that holds it shifted by 6, without making that copy
+        (the kernel scales its arithmetic instead, exactly; the XLA path shifts a copy).
 
     Bad input raises a ValueError naming the frame and the problem, from both implementations alike:
     maps that are not bool, integer or float, empty maps, NaN or inf in a float map, fixations
@@ -219,6 +235,7 @@ def aim_frame_scores(pred, gt, fixations, num_fixations, *, corrected: bool = Fa
     _check_inputs(pred, gt, fixations, num_fixations)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    native.check_truth_shift(gt, truth_shift)
     implementation = resolve_implementation(implementation)
     batch = gt.shape[0]
     fixations = fixations.astype(np.int32)
@@ -227,17 +244,18 @@ def aim_frame_scores(pred, gt, fixations, num_fixations, *, corrected: bool = Fa
     starts = range(0, batch, chunk_size)
     staging = _AlignedStaging()
     on_host = not any(isinstance(array, jax.Array) for array in (pred, gt))
-    for start in tqdm(starts, desc="scoring", unit="chunk", disable=not progress):
+    for start in tqdm(starts, desc="scoring", unit="chunk") if progress else starts:
         stop = min(start + chunk_size, batch)
         if implementation == "native" and on_host:  # the kernel checks the values itself, as it reads
             scores = _named_columns(native.score_arrays(
                 pred[start:stop], gt[start:stop], fixations[start:stop], num_fixations[start:stop],
-                corrected=corrected, metrics=names, first_frame=start), names)
+                corrected=corrected, metrics=names, first_frame=start, truth_shift=truth_shift), names)
         else:
             _check_finite(pred[start:stop], gt[start:stop], start)
             size = min(chunk_size, batch)
-            chunk = [staging(slot, _padded(array[start:stop], size))
-                     for slot, array in enumerate((pred, gt, fixations, num_fixations))]
+            truth = _shifted(gt[start:stop], truth_shift, start)
+            chunk = [staging(slot, _padded(array, size)) for slot, array in
+                     enumerate((pred[start:stop], truth, fixations[start:stop], num_fixations[start:stop]))]
             with exact_float64():
                 scores = _batch_scores(*chunk, corrected=corrected, implementation=implementation, names=names)
         for name in names:

@@ -57,6 +57,13 @@ std::string shape_problem(const int64_t* pred, const int64_t* gt, const int64_t*
   return "";
 }
 
+// Why a truth's shift (layout bits 8-11) cannot be read, or empty.
+std::string shift_problem(uint32_t layout, MapType type, int64_t channels) {
+  if (truth_shift(layout) > 0 && (type != MapType::kU16 || channels != 1))
+    return "a shifted ground truth must be one-channel uint16";
+  return "";
+}
+
 // The message of a frame that could not be scored.
 std::string batch_problem(const BatchProblem& problem) {
   return "frame " + std::to_string(problem.frame) + ": " + describe(problem.problem);
@@ -72,23 +79,27 @@ ffi::Error AimScoresImpl(ffi::AnyBuffer pred, ffi::AnyBuffer gt, ffi::Buffer<ffi
   const auto pred_type = map_type(pred.element_type()), gt_type = map_type(gt.element_type());
   if (!pred_type || !gt_type)
     return ffi::Error::InvalidArgument("aim_scores: maps must be uint8, uint16, float32 or float64");
-  const std::string problem = shape_problem(pd.begin(), gd.begin(), fd.begin(),
-                                            static_cast<int64_t>(counts.element_count()));
+  std::string problem = shape_problem(pd.begin(), gd.begin(), fd.begin(),
+                                      static_cast<int64_t>(counts.element_count()));
+  if (problem.empty()) problem = shift_problem(static_cast<uint32_t>(layout), *gt_type, gd[3]);
   if (!problem.empty()) return ffi::Error::InvalidArgument("aim_scores: " + problem);
+  // XLA's buffers are dense: rows follow one another.
   const BatchProblem failed = score_batch(
-      {pred.untyped_data(), *pred_type, pd[1], pd[2], pd[3], (layout & kPredChannelAxis) != 0},
-      {gt.untyped_data(), *gt_type, gd[1], gd[2], gd[3], (layout & kTruthChannelAxis) != 0},
+      {pred.untyped_data(), *pred_type, pd[1], pd[2], pd[3], (layout & kPredChannelAxis) != 0, pd[2] * pd[3],
+       pd[1] * pd[2] * pd[3]},
+      {gt.untyped_data(), *gt_type, gd[1], gd[2], gd[3], (layout & kTruthChannelAxis) != 0, gd[2] * gd[3],
+       gd[1] * gd[2] * gd[3], truth_shift(static_cast<uint32_t>(layout))},
       fixations.typed_data(), fd[1], counts.typed_data(), gd[0], corrected, static_cast<uint32_t>(wanted), threads,
       scores->typed_data());
   if (failed.frame >= 0) return ffi::Error::InvalidArgument("aim_scores: " + batch_problem(failed));
   return ffi::Error::Success();
 }
 
-// A C-contiguous buffer of a Python object, released with the holder.
+// A buffer of a Python object (C-contiguous, or `strided`: with its strides), released with the holder.
 class HeldBuffer {
  public:
-  bool hold(PyObject* object, bool writable) {
-    const int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+  bool hold(PyObject* object, bool writable, bool strided = false) {
+    const int flags = (strided ? PyBUF_STRIDES : PyBUF_C_CONTIGUOUS) | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
     held_ = PyObject_GetBuffer(object, &view_, flags) == 0;
     return held_;
   }
@@ -119,9 +130,28 @@ std::optional<MapType> map_type(char format) {
   }
 }
 
+// A map buffer [B, H, W, C] as the kernel reads it, or why it cannot: each row (W and C) contiguous,
+// rows and frames any whole number of elements apart, >= 0 (a decoder's plane with padded rows is
+// read in place). The strides of axes of length 1 are never used.
+std::string strided_batch(const Py_buffer& view, MapType type, bool channel_axis, MapBatch& batch) {
+  const Py_ssize_t* shape = view.shape;
+  const Py_ssize_t item = view.itemsize;
+  int64_t strides[4];
+  for (int axis = 3; axis >= 0; --axis) {
+    const Py_ssize_t dense = axis == 3 ? item : strides[axis + 1] * item * shape[axis + 1];
+    const Py_ssize_t stride = view.strides == nullptr || shape[axis] == 1 ? dense : view.strides[axis];
+    if (stride < 0 || stride % item != 0) return "map strides must be whole, non-negative numbers of elements";
+    strides[axis] = stride / item;
+  }
+  if (strides[3] != 1 || strides[2] != shape[3])
+    return "a map's rows (its W and C axes) must be contiguous";
+  batch = {view.buf, type, shape[1], shape[2], shape[3], channel_axis, strides[1], strides[0]};
+  return "";
+}
+
 // score_arrays(pred, gt, fixations, counts, out, corrected, wanted, layout, threads): the same scoring on
-// host arrays, without XLA (no copy into device buffers), the GIL released while it runs. A frame
-// that cannot be scored raises ValueError naming it.
+// host arrays, without XLA (no copy into device buffers), the GIL released while it runs. The maps
+// may have strided rows (strided_batch). A frame that cannot be scored raises ValueError naming it.
 PyObject* ScoreArrays(PyObject*, PyObject* args) {
   PyObject *pred_object, *gt_object, *fixations_object, *counts_object, *out_object;
   int corrected;
@@ -131,7 +161,7 @@ PyObject* ScoreArrays(PyObject*, PyObject* args) {
                         &counts_object, &out_object, &corrected, &wanted, &layout, &threads))
     return nullptr;
   HeldBuffer pred, gt, fixations, counts, out;
-  if (!pred.hold(pred_object, false) || !gt.hold(gt_object, false) ||
+  if (!pred.hold(pred_object, false, true) || !gt.hold(gt_object, false, true) ||
       !fixations.hold(fixations_object, false) || !counts.hold(counts_object, false) ||
       !out.hold(out_object, true))
     return nullptr;
@@ -147,14 +177,17 @@ PyObject* ScoreArrays(PyObject*, PyObject* args) {
     problem = "out must be [B, 5]";
   else
     problem = shape_problem(p.shape, g.shape, f.shape, c.shape[0]);
+  if (problem.empty()) problem = shift_problem(layout, *map_type(gt.format()), g.shape[3]);
+  MapBatch pred_batch{}, gt_batch{};
+  if (problem.empty())
+    problem = strided_batch(p, *map_type(pred.format()), (layout & kPredChannelAxis) != 0, pred_batch);
+  if (problem.empty())
+    problem = strided_batch(g, *map_type(gt.format()), (layout & kTruthChannelAxis) != 0, gt_batch);
   if (!problem.empty()) {
     PyErr_SetString(PyExc_ValueError, ("score_arrays: " + problem).c_str());
     return nullptr;
   }
-  const MapBatch pred_batch{p.buf, *map_type(pred.format()), p.shape[1], p.shape[2], p.shape[3],
-                            (layout & kPredChannelAxis) != 0};
-  const MapBatch gt_batch{g.buf, *map_type(gt.format()), g.shape[1], g.shape[2], g.shape[3],
-                          (layout & kTruthChannelAxis) != 0};
+  gt_batch.shift = truth_shift(layout);
   BatchProblem failed;
   Py_BEGIN_ALLOW_THREADS
   failed = score_batch(pred_batch, gt_batch, static_cast<const int32_t*>(f.buf), f.shape[1],

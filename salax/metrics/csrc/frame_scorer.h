@@ -40,12 +40,13 @@ struct FrameInputs {
 };
 
 // Why a frame was not scored (its row of scores is NaN); the bindings turn it into an error.
-enum class Problem : uint8_t { kNone, kPredictionNotFinite, kTruthNotFinite };
+enum class Problem : uint8_t { kNone, kPredictionNotFinite, kTruthNotFinite, kTruthShiftOverflow };
 
 inline const char* describe(Problem problem) {
   switch (problem) {
     case Problem::kPredictionNotFinite: return "the prediction holds NaN or infinite values";
     case Problem::kTruthNotFinite: return "the ground-truth map holds NaN or infinite values";
+    case Problem::kTruthShiftOverflow: return "the ground-truth map's values, shifted, do not fit in 16 bits";
     default: return "";
   }
 }
@@ -57,10 +58,14 @@ bool finite_map(const RawMap<T>& map) {
   if constexpr (std::is_integral_v<T>) {
     return true;
   } else {
-    const int64_t count = map.height * map.width * map.channels;
+    const bool whole = map.contiguous();
+    const int64_t rows = whole ? 1 : map.height, count = (whole ? map.height : 1) * map.width * map.channels;
     T zero = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* row = map.row(r);
 #pragma omp simd reduction(+ : zero)
-    for (int64_t i = 0; i < count; ++i) zero += map.data[i] - map.data[i];
+      for (int64_t i = 0; i < count; ++i) zero += row[i] - row[i];
+    }
     return zero == 0;
   }
 }
@@ -100,12 +105,15 @@ class FrameScorer {
     if (!finite_map(pred)) return Problem::kPredictionNotFinite;
     if (!finite_map(gt)) return Problem::kTruthNotFinite;
     const bool kld = in.wants(kKld), auc = in.wants(kAucJudd);
-    const Normaliser<P> norm_p = normaliser(pred.data, pred.height * pred.width, pred.channels, pred.channel_axis);
-    const Normaliser<G> norm_g = normaliser(gt.data, gt.height * gt.width, gt.channels, gt.channel_axis);
+    const Normaliser<P> norm_p = normaliser(pred);
+    const Normaliser<G> norm_g = normaliser(gt);
+    if constexpr (std::is_integral_v<G>) {
+      if (gt.shift > 0 && (int64_t{norm_g.high} << gt.shift) > std::numeric_limits<uint16_t>::max())
+        return Problem::kTruthShiftOverflow;
+    }
     const int64_t height = gt.height, width = gt.width;
-    prediction_.load(prepare(pred.data, pred.width, pred.channels, norm_p), pred.height, pred.width,
-                     height, width);
-    const PreparedMap truth = prepare(gt.data, gt.width, gt.channels, norm_g);
+    prediction_.load(prepare(pred, norm_p), pred.height, pred.width, height, width);
+    const PreparedMap truth = prepare(gt, norm_g);
     truth_.resize(padded(width));
 
     // The prediction at the fixations: exactly (float64) where its float32 rounding could tie or
@@ -113,9 +121,9 @@ class FrameScorer {
     const bool exact = prediction_.exact();
     std::vector<double> at_fixations;
     std::vector<float> thresholds;
-    for (const auto& [y, x] : fixation_places(in, height, width)) {  // sorted by row: each computed once
+    for (const auto& [y, x] : fixation_places(in, height, width)) {  // by row: a float32 row computed once
       if (exact) {
-        at_fixations.push_back(prediction_.row_exact(y)[x]);
+        at_fixations.push_back(prediction_.exact_at(y, x));
       } else {
         const float value = prediction_.row(y)[x];
         at_fixations.push_back(value);
@@ -155,13 +163,16 @@ class FrameScorer {
       sums.high_g = norm_g(norm_g.high);
     }
     for (int64_t y = 0; y < height; ++y) {
+      if (exact && by_bucket) {  // counted as the row is computed
+        const float* p = prediction_.row_counted(y, exact_buckets_, sums.at_or_below, sums.above_lowest);
+        add_terms(terms, p, gt, norm_g, truth, y, kld, known, sums);
+        continue;
+      }
       const float* p = prediction_.row(y);
       add_terms(terms, p, gt, norm_g, truth, y, kld, known, sums);
       if (exact) {  // the extremes (a flat map) and AUC-Judd's counts on the exact values
         const double* e = prediction_.row_exact(y);
-        if (by_bucket)
-          exact_buckets_.add_row(p, e, width, sums.at_or_below, sums.above_lowest);
-        else if (!counted && exact_counter.slots() > 0)
+        if (!counted && exact_counter.slots() > 0)
           exact_counter.add_row<0>(e, width, sums.at_or_below, sums.above_lowest);
         continue;
       }
@@ -197,7 +208,7 @@ class FrameScorer {
     const int64_t width = gt.width;
     if constexpr (std::is_integral_v<G>) {
       if (gt.channels == 1) {
-        const IntegerRow<G> row{gt.data + y * width, width, static_cast<int32_t>(norm_g.low), norm_g.scale};
+        const IntegerRow<G> row{gt.row(y), width, static_cast<int32_t>(norm_g.low), norm_g.scale};
         if (known)
           return kld ? terms.add_row<true, false>(p, row, width, sums) : terms.add_row<false, false>(p, row, width, sums);
         return kld ? terms.add_row<true, true>(p, row, width, sums) : terms.add_row<false, true>(p, row, width, sums);
@@ -218,14 +229,19 @@ class FrameScorer {
     if (values > kMaxCountedValues) return false;
     histogram_.assign(static_cast<size_t>(values * kCopies), 0);
     uint32_t* counts = histogram_.data();
-    const int64_t pixels = pred.height * pred.width, channels = pred.channels;
+    const bool whole = pred.contiguous();
+    const int64_t rows = whole ? 1 : pred.height, pixels = (whole ? pred.height : 1) * pred.width;
+    const int64_t channels = pred.channels;
     const Wide<P> low = norm.low;
-    int64_t i = 0;
-    if (channels == 1) {
-      for (; i + kCopies <= pixels; i += kCopies)
-        for (int64_t c = 0; c < kCopies; ++c) ++counts[c * values + (pred.data[i + c] - low)];
+    for (int64_t r = 0; r < rows; ++r) {
+      const P* row = pred.row(r);
+      int64_t i = 0;
+      if (channels == 1) {
+        for (; i + kCopies <= pixels; i += kCopies)
+          for (int64_t c = 0; c < kCopies; ++c) ++counts[c * values + (row[i + c] - low)];
+      }
+      for (; i < pixels; ++i) ++counts[channel_sum(row + i * channels, channels) - low];
     }
-    for (; i < pixels; ++i) ++counts[channel_sum(pred.data + i * channels, channels) - low];
     counts_by_value(norm, counter, value_counts_);
     for (int64_t v = 0; v < values; ++v) {
       int64_t occurrences = 0;
@@ -289,23 +305,30 @@ class FrameScorer {
 // The element types the kernel reads, and a raw [B, H, W, C] map batch of one of them.
 enum class MapType { kU8, kU16, kF32, kF64 };
 
+// Strides count elements; a frame's rows are RawMap's (each contiguous, row_stride apart).
 struct MapBatch {
   const void* data;
   MapType type;
   int64_t height, width, channels;
   bool channel_axis;  // the caller's maps were [B, H, W, C], not [B, H, W]
+  int64_t row_stride, frame_stride;
+  int shift = 0;  // see RawMap
 };
 
-// The bits of a call's `layout`: which maps came with a channel axis.
+// The bits of a call's `layout`: which maps came with a channel axis, and (bits 8-11) the truth's
+// shift (its values are its data << shift: a 10-bit plane read as the 16-bit PNG that holds it).
 constexpr uint32_t kPredChannelAxis = 1, kTruthChannelAxis = 2;
+constexpr int kTruthShiftBit = 8;
+inline int truth_shift(uint32_t layout) { return static_cast<int>((layout >> kTruthShiftBit) & 15u); }
 
 // Calls f(RawMap<T>) for frame `index` of a batch, with T its dtype.
 template <typename F>
 void with_frame(const MapBatch& batch, int64_t index, F&& f) {
-  const int64_t offset = batch.height * batch.width * batch.channels * index;
+  const int64_t offset = batch.frame_stride * index;
   auto frame = [&](const auto* data) {
     using T = std::remove_cv_t<std::remove_pointer_t<decltype(data)>>;
-    f(RawMap<T>{data + offset, batch.height, batch.width, batch.channels, batch.channel_axis});
+    f(RawMap<T>{data + offset, batch.height, batch.width, batch.channels, batch.channel_axis, batch.row_stride,
+                batch.shift});
   };
   switch (batch.type) {
     case MapType::kU8:

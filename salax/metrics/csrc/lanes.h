@@ -76,10 +76,8 @@ template <typename T>
   return load(values) >= gather(table, index);
 }
 
-[[gnu::always_inline]] inline Ints at_least_entries(const double* values, const double* table, Ints index) {
-  Doubles head, tail;
-  std::memcpy(&head, values, sizeof head);
-  std::memcpy(&tail, values + 4, sizeof tail);
+// The same of eight doubles held as two vectors of four (lanes 0-3, 4-7).
+[[gnu::always_inline]] inline Ints at_least_entries(Doubles head, Doubles tail, const double* table, Ints index) {
 #if defined(__AVX2__)
   const __m256i indices = reinterpret_cast<__m256i>(index);
   const __m256d first = _mm256_i32gather_pd(table, _mm256_castsi256_si128(indices), 8);
@@ -95,6 +93,13 @@ template <typename T>
     out[lane] = (lane < 4 ? head[lane] : tail[lane - 4]) >= table[index[lane]] ? -1 : 0;
   return out;
 #endif
+}
+
+[[gnu::always_inline]] inline Ints at_least_entries(const double* values, const double* table, Ints index) {
+  Doubles head, tail;
+  std::memcpy(&head, values, sizeof head);
+  std::memcpy(&tail, values + 4, sizeof tail);
+  return at_least_entries(head, tail, table, index);
 }
 
 // For each 8-bit lane mask, the lanes set, in order (then zeros): what compress() permutes by.

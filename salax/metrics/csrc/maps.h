@@ -23,12 +23,20 @@ namespace salax_aim {
 
 constexpr float kEps32 = std::numeric_limits<float>::epsilon();  // the min-max epsilon
 
-// One frame's raw maps.
+// One frame's raw maps: rows of `width` pixels of `channels` values, each row contiguous, `row_stride`
+// values from one row's start to the next (width * channels when the map is contiguous; more for a
+// decoder's plane, whose rows are padded).
 template <typename T>
 struct RawMap {
   const T* data;
   int64_t height, width, channels;
   bool channel_axis = false;  // given as [H, W, C] (even C = 1), not [H, W]: prepare.py's rule tells them apart
+  int64_t row_stride = 0;
+  int shift = 0;  // a one-channel uint16 map whose values are its data << shift (see normaliser_from)
+
+  const T* row(int64_t y) const { return data + y * row_stride; }
+  // Whether the rows follow one another without a gap (the map is then read as one long row).
+  bool contiguous() const { return height == 1 || row_stride == width * channels; }
 };
 
 // Channel sums are exact integers for 8- and 16-bit maps, float64 for float maps (prepare.py's rule:
@@ -56,6 +64,10 @@ struct Normaliser {
   int64_t channels = 1;
   bool channel_axis = false;            // the map came as [H, W, C] (any C): the channel-mean rule
   double mean_low = 0.0, spread = 1.0;  // the exact rule's low and denominator, in its dtype
+  int shift = 0;                        // the map's values are its data << shift (see normaliser_from)
+
+  // The levels from the lowest value to the highest (of the values, shifted), both included.
+  int64_t levels() const { return ((static_cast<int64_t>(high) - static_cast<int64_t>(low)) << shift) + 1; }
 
   float operator()(Wide<T> channel_sum) const {
     if constexpr (!std::is_integral_v<T>) return static_cast<float>(exact(channel_sum));  // any range
@@ -79,21 +91,28 @@ struct Normaliser {
 
 // The normaliser of a map with these extremes and this sum of channel sums (`channel_axis`: given as
 // [H, W, C]; a map of several channels always is).
+// `shift` (one-channel integer maps): the map's values are its data v << shift, and the normaliser
+// reads v. Every term of the rule then scales by 2^shift except the epsilon added to the spread:
+// (v 2^s - low 2^s) / ((high - low) 2^s + eps) is exactly (v - low) / ((high - low) + eps 2^-s), as a
+// power of two scales every rounding alike (float32 and float64; no value comes near underflow), so
+// the normaliser of the data with eps 2^-shift prepares the shifted map's values, bit for bit.
 template <typename T>
 Normaliser<T> normaliser_from(Wide<T> low, Wide<T> high, double total, int64_t pixels,
-                              int64_t channels, bool channel_axis) {
+                              int64_t channels, bool channel_axis, int shift = 0) {
+  const float eps = std::ldexp(kEps32, -shift);
   const float spread = static_cast<float>(high - low) +
-                       static_cast<float>(static_cast<double>(channels) * kEps32);
+                       static_cast<float>(static_cast<double>(channels) * eps);
   const float scale = 1.0f / spread;
   const double offset_sum = total - static_cast<double>(pixels) * static_cast<double>(low);
   Normaliser<T> norm{low, high, scale, offset_sum, offset_sum * scale, channels, channel_axis || channels > 1};
+  norm.shift = shift;
   if constexpr (std::is_integral_v<T>) {
     if (norm.channel_axis) {  // float64 means; the extreme means are the means of the extreme sums
       const double c = static_cast<double>(channels);
       norm.mean_low = static_cast<double>(low) / c;
-      norm.spread = (static_cast<double>(high) / c - norm.mean_low) + static_cast<double>(kEps32);
+      norm.spread = (static_cast<double>(high) / c - norm.mean_low) + static_cast<double>(eps);
     } else {
-      norm.spread = static_cast<float>(high - low) + kEps32;
+      norm.spread = static_cast<float>(high - low) + eps;
     }
   } else {
     const double c = static_cast<double>(channels);
@@ -106,104 +125,134 @@ Normaliser<T> normaliser_from(Wide<T> low, Wide<T> high, double total, int64_t p
 }
 
 #if defined(__AVX2__)
-// The end of a vector extremes-and-sum pass of a one-channel map: the lanes of `low` and `high` reduced,
-// and the pixels from `i` on (fewer than a vector) added one by one.
+// The normaliser from a vector extremes-and-sum pass of a one-channel map: the lanes of `low` and
+// `high` reduced with the extremes of the pixels the vectors left (`lowest`, `highest`).
 template <typename T>
-Normaliser<T> vector_normaliser(const T* frame, int64_t i, int64_t pixels, __m256i low, __m256i high, int64_t total,
-                                bool channel_axis) {
+Normaliser<T> vector_normaliser(__m256i low, __m256i high, int32_t lowest, int32_t highest, int64_t total,
+                                int64_t pixels, bool channel_axis, int shift) {
   constexpr int kLanes = 32 / sizeof(T);
   alignas(32) T lows[kLanes], highs[kLanes];
   _mm256_store_si256(reinterpret_cast<__m256i*>(lows), low);
   _mm256_store_si256(reinterpret_cast<__m256i*>(highs), high);
-  int32_t lowest = std::numeric_limits<T>::max(), highest = 0;
   for (int lane = 0; lane < kLanes; ++lane) {
     lowest = std::min<int32_t>(lowest, lows[lane]);
     highest = std::max<int32_t>(highest, highs[lane]);
   }
-  for (; i < pixels; ++i) {
-    lowest = std::min<int32_t>(lowest, frame[i]);
-    highest = std::max<int32_t>(highest, frame[i]);
-    total += frame[i];
-  }
-  return normaliser_from<T>(lowest, highest, static_cast<double>(total), pixels, 1, channel_axis);
+  return normaliser_from<T>(lowest, highest, static_cast<double>(total), pixels, 1, channel_axis, shift);
 }
 
-// Min, max and sum of a uint8 map, 32 pixels per step (what the generic loop below does 8 at a time).
-inline Normaliser<uint8_t> byte_normaliser(const uint8_t* frame, int64_t pixels, bool channel_axis) {
+// Min, max and sum of a uint8 map of `rows` rows of `width` pixels, `stride` apart, 32 pixels per step
+// (what the generic loop below does 8 at a time); the pixels after a row's last step one by one.
+inline Normaliser<uint8_t> byte_normaliser(const uint8_t* frame, int64_t rows, int64_t width, int64_t stride,
+                                           bool channel_axis, int shift) {
   const __m256i zero = _mm256_setzero_si256();
   __m256i low = _mm256_set1_epi8(-1), high = zero, sums = zero;
-  int64_t i = 0;
-  for (; i + 32 <= pixels; i += 32) {
-    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(frame + i));
-    low = _mm256_min_epu8(low, v);
-    high = _mm256_max_epu8(high, v);
-    sums = _mm256_add_epi64(sums, _mm256_sad_epu8(v, zero));
+  int32_t lowest = 255, highest = 0;
+  int64_t total = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint8_t* row = frame + r * stride;
+    int64_t x = 0;
+    for (; x + 32 <= width; x += 32) {
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + x));
+      low = _mm256_min_epu8(low, v);
+      high = _mm256_max_epu8(high, v);
+      sums = _mm256_add_epi64(sums, _mm256_sad_epu8(v, zero));
+    }
+    for (; x < width; ++x) {
+      lowest = std::min<int32_t>(lowest, row[x]);
+      highest = std::max<int32_t>(highest, row[x]);
+      total += row[x];
+    }
   }
   alignas(32) int64_t partial[4];
   _mm256_store_si256(reinterpret_cast<__m256i*>(partial), sums);
-  const int64_t total = partial[0] + partial[1] + partial[2] + partial[3];
-  return vector_normaliser(frame, i, pixels, low, high, total, channel_axis);
+  total += partial[0] + partial[1] + partial[2] + partial[3];
+  return vector_normaliser<uint8_t>(low, high, lowest, highest, total, rows * width, channel_axis, shift);
 }
 
 // The same for a uint16 map, 16 pixels per step: the sum adds the values less 32768 as int16 pairs
 // (one multiply-add), in int32 lanes flushed to int64 before they could overflow.
-inline Normaliser<uint16_t> word_normaliser(const uint16_t* frame, int64_t pixels, bool channel_axis) {
+inline Normaliser<uint16_t> word_normaliser(const uint16_t* frame, int64_t rows, int64_t width, int64_t stride,
+                                            bool channel_axis, int shift) {
   const __m256i bias = _mm256_set1_epi16(static_cast<int16_t>(0x8000)), ones = _mm256_set1_epi16(1);
-  __m256i low = _mm256_set1_epi16(-1), high = _mm256_setzero_si256();
-  int64_t total = 0, i = 0;
-  constexpr int64_t kFlush = 1 << 14;  // steps: each adds at most 65536 in magnitude to a lane
-  while (i + 16 <= pixels) {
-    __m256i sums = _mm256_setzero_si256();
-    const int64_t stop = std::min(pixels, i + 16 * kFlush);
-    for (; i + 16 <= stop; i += 16) {
-      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(frame + i));
-      low = _mm256_min_epu16(low, v);
-      high = _mm256_max_epu16(high, v);
-      sums = _mm256_add_epi32(sums, _mm256_madd_epi16(_mm256_xor_si256(v, bias), ones));
-    }
+  __m256i low = _mm256_set1_epi16(-1), high = _mm256_setzero_si256(), sums = _mm256_setzero_si256();
+  int32_t lowest = 65535, highest = 0;
+  int64_t total = 0, summed = 0, steps = 0;  // summed: pixels in the vector sums (each less 32768)
+  constexpr int64_t kFlush = 1 << 14;        // steps: each adds at most 65536 in magnitude to a lane
+  const auto flush = [&] {
     alignas(32) int32_t partial[8];
     _mm256_store_si256(reinterpret_cast<__m256i*>(partial), sums);
     for (const int32_t lane : partial) total += lane;
+    sums = _mm256_setzero_si256();
+    steps = 0;
+  };
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint16_t* row = frame + r * stride;
+    int64_t x = 0;
+    while (x + 16 <= width) {
+      const int64_t stop = std::min(width, x + 16 * (kFlush - steps));
+      for (; x + 16 <= stop; x += 16, ++steps) {
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + x));
+        low = _mm256_min_epu16(low, v);
+        high = _mm256_max_epu16(high, v);
+        sums = _mm256_add_epi32(sums, _mm256_madd_epi16(_mm256_xor_si256(v, bias), ones));
+      }
+      if (steps == kFlush) flush();
+    }
+    summed += x;
+    for (; x < width; ++x) {
+      lowest = std::min<int32_t>(lowest, row[x]);
+      highest = std::max<int32_t>(highest, row[x]);
+      total += row[x];
+    }
   }
-  total += 32768 * i;  // the bias of the pixels summed so far
-  return vector_normaliser(frame, i, pixels, low, high, total, channel_axis);
+  flush();
+  total += 32768 * summed;  // the bias of the pixels the vectors summed
+  return vector_normaliser<uint16_t>(low, high, lowest, highest, total, rows * width, channel_axis, shift);
 }
 #endif
 
+// A map's normaliser from one pass over its values (a contiguous map read as one long row).
 template <typename T>
-Normaliser<T> normaliser(const T* frame, int64_t pixels, int64_t channels, bool channel_axis) {
+Normaliser<T> normaliser(const RawMap<T>& map) {
+  const bool whole = map.contiguous();
+  const int64_t rows = whole ? 1 : map.height, width = whole ? map.height * map.width : map.width;
+  const int64_t channels = map.channels, stride = map.row_stride;
 #if defined(__AVX2__)
   if constexpr (std::is_same_v<T, uint8_t>) {
-    if (channels == 1) return byte_normaliser(frame, pixels, channel_axis);
+    if (channels == 1) return byte_normaliser(map.data, rows, width, stride, map.channel_axis, map.shift);
   }
   if constexpr (std::is_same_v<T, uint16_t>) {
-    if (channels == 1) return word_normaliser(frame, pixels, channel_axis);
+    if (channels == 1) return word_normaliser(map.data, rows, width, stride, map.channel_axis, map.shift);
   }
 #endif
-  Wide<T> low = channel_sum(frame, channels), high = low;
+  Wide<T> low = channel_sum(map.data, channels), high = low;
   double total = 0.0;
   constexpr int64_t kChunk = 4096;  // channel sums added exactly in Wide<T>'s range, then in float64
-  for (int64_t start = 0; start < pixels; start += kChunk) {
-    const int64_t stop = std::min(start + kChunk, pixels);
-    std::conditional_t<std::is_integral_v<T>, int64_t, double> chunk = 0;
-    if (channels == 1) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* frame = map.data + r * stride;
+    for (int64_t start = 0; start < width; start += kChunk) {
+      const int64_t stop = std::min(start + kChunk, width);
+      std::conditional_t<std::is_integral_v<T>, int64_t, double> chunk = 0;
+      if (channels == 1) {
 #pragma omp simd reduction(min : low) reduction(max : high) reduction(+ : chunk)
-      for (int64_t i = start; i < stop; ++i) {
-        low = std::min<Wide<T>>(low, frame[i]);
-        high = std::max<Wide<T>>(high, frame[i]);
-        chunk += frame[i];
+        for (int64_t i = start; i < stop; ++i) {
+          low = std::min<Wide<T>>(low, frame[i]);
+          high = std::max<Wide<T>>(high, frame[i]);
+          chunk += frame[i];
+        }
+      } else {
+        for (int64_t i = start; i < stop; ++i) {
+          const Wide<T> sum = channel_sum(frame + i * channels, channels);
+          low = std::min(low, sum);
+          high = std::max(high, sum);
+          chunk += sum;
+        }
       }
-    } else {
-      for (int64_t i = start; i < stop; ++i) {
-        const Wide<T> sum = channel_sum(frame + i * channels, channels);
-        low = std::min(low, sum);
-        high = std::max(high, sum);
-        chunk += sum;
-      }
+      total += static_cast<double>(chunk);
     }
-    total += static_cast<double>(chunk);
   }
-  return normaliser_from<T>(low, high, total, pixels, channels, channel_axis);
+  return normaliser_from<T>(low, high, total, rows * width, channels, map.channel_axis, map.shift);
 }
 
 template <typename T>
@@ -240,13 +289,29 @@ struct PreparedMap {
 };
 
 template <typename T>
-PreparedMap prepare(const T* frame, int64_t width, int64_t channels, const Normaliser<T>& norm) {
-  return {[=](int64_t y, float* out) {
-            normalised_row(frame + y * width * channels, width, channels, norm, out);
-          },
-          norm.prepared_sum,
-          [=](int64_t y, double* out) { exact_row(frame + y * width * channels, width, channels, norm, out); },
-          norm.exact_in_double(), std::is_integral_v<T>};
+PreparedMap prepare(const RawMap<T>& map, const Normaliser<T>& norm) {
+  PreparedMap prepared{
+      [=](int64_t y, float* out) { normalised_row(map.row(y), map.width, map.channels, norm, out); },
+      norm.prepared_sum,
+      [=](int64_t y, double* out) { exact_row(map.row(y), map.width, map.channels, norm, out); },
+      norm.exact_in_double(), std::is_integral_v<T>};
+  if constexpr (std::is_integral_v<T>) {
+    // A one-channel map of few levels for its pixels: each level's exact value computed once (a
+    // division in the float64 rule), then read from a table.
+    const int64_t levels = int64_t{norm.high} - norm.low + 1;
+    if (map.channels == 1 && 4 * levels <= map.height * map.width) {
+      prepared.exact_rows = [=, table = std::vector<double>()](int64_t y, double* out) mutable {
+        if (table.empty()) {  // at the first row asked for (a ground truth's never are)
+          table.resize(static_cast<size_t>(levels));
+          for (int64_t v = 0; v < levels; ++v) table[v] = norm.exact(static_cast<Wide<T>>(norm.low + v));
+        }
+        const T* row = map.row(y);
+        const Wide<T> low = norm.low;
+        for (int64_t x = 0; x < map.width; ++x) out[x] = table[row[x] - low];
+      };
+    }
+  }
+  return prepared;
 }
 
 // One axis of the organisers' resize (prepare.py's docstring): per output index the clamped taps,
@@ -401,6 +466,31 @@ class PredictionRows {
     return row_.data();
   }
 
+  // Row y in float32 as row() gives it, with AUC-Judd's counts of its exact values added to `sum` and
+  // `above_lowest` by `counter` (thresholds.h BucketCounter<double>): the float64 rows that IPP blends
+  // from two horizontal rows are counted eight pixels at a time as they are computed (Counter::Tally),
+  // without writing the exact row out and reading it back; other rows from row_exact(). A later
+  // row_exact(y) recomputes the row.
+  template <typename Counter>
+  const float* row_counted(int64_t y, Counter& counter, int64_t& sum, int64_t& above_lowest) {
+    if (same_size_ || !double_ || !ipp_ || rows_.border[y] || y == loaded_) {
+      const float* p = row(y);
+      counter.add_row(p, row_exact(y), out_width_, sum, above_lowest);
+      return p;
+    }
+    typename Counter::Tally tally(counter);
+    const int64_t counted = vertical_pass(source64_, ring64_, y, &tally);
+    tally.add_to(sum, above_lowest);
+    const double* exact = exact_.data();
+    for (int64_t x = counted; x < out_width_; ++x) {  // the columns past the last whole vector
+      const int32_t count = counter.count(row_[x], exact[x]);
+      sum += count;
+      above_lowest += count > 0;
+    }
+    loaded_ = -1;  // exact_ holds only those columns
+    return row_.data();
+  }
+
   // Row y exactly (float64; a float32 rule's values widened), valid until the next call.
   const double* row_exact(int64_t y) {
     if (same_size_) {
@@ -410,6 +500,23 @@ class PredictionRows {
     }
     compute(y);
     return exact_.data();
+  }
+
+  // The exact value at (y, x), as row_exact(y)[x] (a fixation's value, wanted before the pass over the
+  // rows): alone, from its four source values, where the rows are IPP's float64 blends.
+  double exact_at(int64_t y, int64_t x) {
+    if (same_size_ || !double_ || !ipp_) return row_exact(y)[x];
+    const Axis &r = rows_, &c = columns_;
+    const auto horizontal = [&](int64_t i) {  // horizontal_row(source64_, i, ...)[x]: no tail in float64
+      const double* values = &source64_[i * source_width_];
+      const double a = values[c.first[x]], b = values[c.second[x]];
+      return fused(c.w1[x], b - a, a);
+    };
+    if (r.border[y]) return horizontal(r.first[y]);  // vertical_pass's copy
+    const double a = horizontal(r.first[y]), b = horizontal(r.second[y]), w = r.w1[y];
+    const int64_t tail_end = interior_begin_ + c.interior;
+    const bool tail = x >= tail_end - c.interior % kIppLanes<double> && x < tail_end;
+    return tail ? unfused(w, b - a, a) : fused(w, b - a, a);
   }
 
   double sum() const { return sum_; }
@@ -471,6 +578,7 @@ class PredictionRows {
     const int64_t out_width = out_width_, width = source_width_;
     const V* values = &source[i * width];
     if (ipp_) {  // border outputs too: their taps are their edge twice (ipp_axis)
+#pragma omp simd
       for (int64_t x = 0; x < out_width; ++x) {
         const V a = values[c.first[x]], b = values[c.second[x]];
         out[x] = fused(static_cast<V>(c.w1[x]), b - a, a);
@@ -502,9 +610,14 @@ class PredictionRows {
     return &ring[slot * out_width_];
   }
 
-  // Row y of the vertical pass into exact_ and row_, widening [low_, high_].
-  template <typename V>
-  void vertical_pass(const std::vector<V>& source, std::vector<V>& ring, int64_t y) {
+  // What vertical_pass does with the float64 values of the vectors it blends: nothing (they are
+  // written to exact_), or a Tally's count of them (row_counted).
+  struct Written {};
+
+  // Row y of the vertical pass into exact_ and row_, widening [low_, high_]; a `visit` (not Written)
+  // takes the exact values of the columns [0, returned) instead of exact_.
+  template <typename V, typename Visit = Written>
+  int64_t vertical_pass(const std::vector<V>& source, std::vector<V>& ring, int64_t y, Visit* visit = nullptr) {
     const int64_t width = out_width_;
     const Axis& r = rows_;
     double* exact = exact_.data();
@@ -512,7 +625,8 @@ class PredictionRows {
       V* copy = &ring[2 * width];
       horizontal_row(source, r.first[y], true, copy);
       for (int64_t x = 0; x < width; ++x) exact[x] = copy[x];
-      return finish(0, width);
+      finish(0, width);
+      return 0;
     }
     const V* a = kept_row(source, ring, r.first[y], r.second[y]);
     const V* b = kept_row(source, ring, r.second[y], r.first[y]);
@@ -520,29 +634,39 @@ class PredictionRows {
       const V w0 = static_cast<V>(r.w0[y]), w1 = static_cast<V>(r.w1[y]);
 #pragma omp simd
       for (int64_t x = 0; x < width; ++x) exact[x] = a[x] * w0 + b[x] * w1;
-      return finish(0, width);
+      finish(0, width);
+      return 0;
     }
     // Most rows: blend, round and widen in one pass.
     const V w = static_cast<V>(r.w1[y]);
     const int64_t tail_end = interior_begin_ + columns_.interior;
     const int64_t tail_begin = tail_end - columns_.interior % kIppLanes<V>;
-    blend(a, b, w, 0, tail_begin);
+    if (tail_begin == tail_end) return blend(a, b, w, 0, width, visit);  // no unfused tail: one blend
+    const int64_t visited = blend(a, b, w, 0, tail_begin, visit);
     blend(a, b, w, tail_end, width);
     for (int64_t x = tail_begin; x < tail_end; ++x) {
       exact[x] = unfused(w, b[x] - a[x], a[x]);
       finish(x, x + 1);
     }
+    return visited;
   }
 
   // IPP's fused blend of columns [from, to) of two horizontal rows, with finish()'s work: float64
   // rows in one pass (four accumulators of extremes, so no min waits on the one before), float32
-  // rows by finish().
-  template <typename V>
-  void blend(const V* a, const V* b, V w, int64_t from, int64_t to) {
+  // rows by finish(). A `visit` takes the float64 values of the whole vectors, from column 0 up to the
+  // returned column, eight at a time (with their float32 rounding), in place of exact_.
+  template <typename V, typename Visit = Written>
+  int64_t blend(const V* a, const V* b, V w, int64_t from, int64_t to, Visit* visit = nullptr) {
+    constexpr bool kWritten = std::is_same_v<Visit, Written>;
     double* exact = exact_.data();
     int64_t x = from;
     if constexpr (std::is_same_v<V, double>) {
       float* out = row_.data();
+      // The visit's copy, whose address does not escape: its sums can live in registers.
+      Visit local = [visit] {
+        if constexpr (kWritten) return Written{};
+        else return *visit;
+      }();
       constexpr int kAccumulators = 4;
       Doubles lows[kAccumulators], highs[kAccumulators];
       for (int k = 0; k < kAccumulators; ++k) {
@@ -551,16 +675,25 @@ class PredictionRows {
       }
       const Doubles weight = Doubles{} + w;
       for (; x + 4 * kAccumulators <= to; x += 4 * kAccumulators) {
+        Doubles values[kAccumulators];
+        Floats4 roundings[kAccumulators];
         for (int k = 0; k < kAccumulators; ++k) {
           const Doubles first = salax_aim::load(a + x + 4 * k);
           const Doubles value = fused_lanes(weight, salax_aim::load(b + x + 4 * k) - first, first);
-          std::memcpy(exact + x + 4 * k, &value, sizeof value);
+          if constexpr (kWritten) std::memcpy(exact + x + 4 * k, &value, sizeof value);
           const auto rounded = __builtin_convertvector(value, Floats4);
           std::memcpy(out + x + 4 * k, &rounded, sizeof rounded);
           lows[k] = value < lows[k] ? value : lows[k];
           highs[k] = value > highs[k] ? value : highs[k];
+          values[k] = value;
+          roundings[k] = rounded;
+        }
+        if constexpr (!kWritten) {
+          local(values[0], values[1], __builtin_shufflevector(roundings[0], roundings[1], 0, 1, 2, 3, 4, 5, 6, 7));
+          local(values[2], values[3], __builtin_shufflevector(roundings[2], roundings[3], 0, 1, 2, 3, 4, 5, 6, 7));
         }
       }
+      if constexpr (!kWritten) *visit = local;
       for (int k = 0; k < kAccumulators; ++k) {
         for (int lane = 0; lane < 4; ++lane) {
           low_ = std::min(low_, lows[k][lane]);
@@ -571,6 +704,7 @@ class PredictionRows {
 #pragma omp simd
     for (int64_t i = x; i < to; ++i) exact[i] = fused(w, b[i] - a[i], a[i]);
     finish(x, to);
+    return kWritten ? from : x;
   }
 
   // Columns [from, to) of exact_ rounded into row_, and [low_, high_] widened to hold them.

@@ -28,8 +28,8 @@ class IntegerPairs {
   template <typename P, typename G>
   static bool apply(const RawMap<P>& pred, const RawMap<G>& gt, const Normaliser<P>& norm_p,
                     const Normaliser<G>& norm_g, bool kld) {
-    const int64_t values_p = int64_t{norm_p.high} - norm_p.low + 1;
-    const int64_t values_g = int64_t{norm_g.high} - norm_g.low + 1;
+    // The shifted range decides (a shifted map is scored as its shifted copy would be).
+    const int64_t values_p = norm_p.levels(), values_g = norm_g.levels();
     return pred.channels == 1 && gt.channels == 1 && pred.height == gt.height &&
            pred.width == gt.width && values_p <= kMaxValues && values_g <= kMaxValues &&
            (!kld || values_p * values_g <= gt.height * gt.width);
@@ -54,8 +54,8 @@ class IntegerPairs {
     const float sim_p = static_cast<float>(step_p / (sum_p + kStdEps));
     const float sim_g = static_cast<float>(step_g / (sum_g + kStdEps));
     for (int64_t y = 0; y < height; ++y) {
-      const P* p = pred.data + y * width;
-      const G* g = gt.data + y * width;
+      const P* p = pred.row(y);
+      const G* g = gt.row(y);
       if (kld)
         add_row<true>(p, g, width, low_p, low_g, sim_p, sim_g, totals);
       else

@@ -251,6 +251,70 @@ class BucketCounter {
     }
   }
 
+  // The count of one value (its float32 rounding: `key`).
+  int32_t count(float key, T value) const {
+    const int b = bucket(key);
+    return decided_count(b, entries_[b], value);
+  }
+
+  // A row counted eight pixels at a time as they are computed (a resized prediction's fused pass,
+  // maps.h PredictionRows::row_counted): add_row's counts, without the row written out and read back.
+  class Tally {
+   public:
+    explicit Tally(const BucketCounter& counter) : counter_(&counter) {}
+
+    // Counts eight pixels: their exact values (lanes 0-3 and 4-7) and their float32 rounding.
+    [[gnu::always_inline]] void operator()(Doubles head, Doubles tail, Floats keys) {
+      if (!any_lane((head != head[0]) | (tail != head[0]))) {  // one value: one scalar count
+        if (!(head[0] == flat_value_)) {
+          flat_value_ = head[0];
+          const int b = counter_->bucket(keys[0]);
+          flat_count_ = counter_->decided_count(b, counter_->entries_[b], flat_value_);
+        }
+        sum_ += kLanes * flat_count_;
+        above_lowest_ += flat_count_ > 0 ? kLanes : 0;
+        return;
+      }
+      const Ints bucket = buckets(keys, counter_->lowest_, counter_->scale_, counter_->last_);
+      const Ints entry = gather(counter_->entries_.data(), bucket);
+      const Ints upper = at_least_entries(head, tail, counter_->limits_.data(), bucket);
+      const Ints count = (((entry >> kAboveShift) & upper) | (entry & ~upper)) & kCountMask;
+      const Ints crowded = (entry & kCrowded) != 0;
+      if (any_lane(crowded)) [[unlikely]] {  // those lanes counted 0: their thresholds in turn
+        for (int lane = 0; lane < kLanes; ++lane) {
+          if (!crowded[lane]) continue;
+          const int32_t exact = counter_->crowded_count(bucket[lane], lane < 4 ? head[lane] : tail[lane - 4]);
+          sum_ += exact;
+          above_lowest_ += exact > 0;
+        }
+      }
+      counts_ += count;
+      above_ -= count > 0;
+      if (++vectors_ == kBlock / kLanes) flush();
+    }
+
+    // Adds the row's counts to `sum` and `above_lowest` (as add_row does).
+    void add_to(int64_t& sum, int64_t& above_lowest) {
+      flush();
+      sum += sum_;
+      above_lowest += above_lowest_;
+    }
+
+   private:
+    void flush() {
+      sum_ += lane_total(counts_);
+      above_lowest_ += lane_total(above_);
+      counts_ = Ints{};
+      above_ = Ints{};
+      vectors_ = 0;
+    }
+
+    const BucketCounter* counter_;  // a pointer: a Tally is copied into the pass's registers (maps.h blend)
+    Ints counts_ = {}, above_ = {};
+    int64_t vectors_ = 0, sum_ = 0, above_lowest_ = 0, flat_count_ = 0;
+    T flat_value_ = std::numeric_limits<T>::quiet_NaN();
+  };
+
  private:
   static constexpr int kBuckets = 1 << 14;
   static constexpr int kAboveShift = 15;

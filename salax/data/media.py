@@ -694,8 +694,8 @@ def _luma_table(pixel_format: str, width: int, height: int, color_range: int, co
     repeat them (all three channels the value of its level), else None; None too for frames too small for
     the probe (they are cheap to convert in full). The probe has the frame's height up to `_PROBE_ROWS`
     rows (more if the levels need them): its first, middle and last rows, and any pattern over up to 8
-    rows (swscale's dither matrices), each hold many levels, and a 1080p probe costs 0.5 ms instead of
-    ~50 (the first conversion of a full-size frame pays for its page faults). Cached: a dataset's videos
+    rows (swscale's dither matrices), each hold many levels, and a 1080p probe costs 4-10 ms instead of
+    ~50 (a full-size frame's first conversion pays for its page faults). Cached: a dataset's videos
     share a few formats.
     """
     source = av.VideoFormat(pixel_format)
@@ -906,7 +906,7 @@ def count_frames(path: str | os.PathLike) -> int:
     """A video's frame count from its container index, or by demuxing (not decoding) where it has none.
 
     The index is read first with FFmpeg's stream probing cut to nothing (an mp4's index is in its header:
-    0.4 ms instead of 3 ms for a 1080p truth); a container without one is opened again and probed fully.
+    0.4-0.5 ms instead of 3-3.7 ms for a 1080p truth); a container without one is opened again and probed fully.
     """
     with contextlib.suppress(MediaError):  # the full open below names what is wrong
         with _open_input(path, decode_first=False, probe=False) as container:
